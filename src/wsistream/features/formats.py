@@ -1,0 +1,165 @@
+"""Tile-feature files: HistoSSLscaling ``features.npy`` and CLAM/TRIDENT-style ``.h5``.
+
+Both load into one in-memory object, :class:`SlideFeatures`, which the MIL
+benchmark (``wsistream.mil``) and slide-level SSL (``wsistream.slide_ssl``)
+consume.
+
+HistoSSLscaling layout (``rl_benchmarks``, ``extract_slide_features.py``)::
+
+    {out}/{extractor}/{cohort}/{slide_id}/features.npy   # (N, 3 + d) = [tile_level, x, y, f...]
+    {out}/{extractor}/{cohort}/{slide_id}/coords.npy     # (N, 3)     = [tile_level, x, y]
+
+where ``x, y`` are DeepZoom column/row addresses at ``tile_level``.
+
+CLAM/TRIDENT layout: one ``{slide_id}.h5`` with datasets ``features`` (N, d)
+and ``coords`` (N, 2) holding level-0 x/y, plus attributes (patch size,
+level, µm/px, encoder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsistream.errors import WsiStreamError
+
+
+class FeatureFileError(WsiStreamError):
+    """A feature file is missing, truncated, or not of a known layout."""
+
+
+@dataclass(frozen=True)
+class SlideFeatures:
+    """Tile features of one slide.
+
+    Attributes
+    ----------
+    slide_id : str
+        Slide identifier (file stem / folder name).
+    features : np.ndarray
+        (N, d) float32 tile embeddings.
+    coords : np.ndarray
+        (N, 3) float32 ``[tile_level, x, y]``. For HistoSSLscaling files ``x, y``
+        are DeepZoom tile addresses at ``tile_level``; for ``.h5`` files they are
+        level-0 pixels and ``tile_level`` is the read level.
+    attrs : dict
+        File attributes (patch size, level, µm/px, encoder, coordinate frame).
+    """
+
+    slide_id: str
+    features: np.ndarray
+    coords: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2:
+            raise FeatureFileError(self.slide_id, f"features must be (N, d), got shape {self.features.shape}")
+        if self.coords.shape != (self.features.shape[0], 3):
+            raise FeatureFileError(
+                self.slide_id,
+                f"coords must be (N, 3) with N={self.features.shape[0]}, got shape {self.coords.shape}",
+            )
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles N."""
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return int(self.features.shape[1])
+
+    def as_histossl_array(self) -> np.ndarray:
+        """The (N, 3 + d) ``[tile_level, x, y, features...]`` array the MIL models take."""
+        return np.concatenate([self.coords, self.features], axis=1).astype(np.float32, copy=False)
+
+
+def _atomic_target(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_histossl(slide_dir: str | os.PathLike[str], features: np.ndarray, coords: np.ndarray) -> Path:
+    """Write ``features.npy`` (N, 3+d) and ``coords.npy`` (N, 3) atomically into ``slide_dir``.
+
+    ``coords.npy`` is written first and ``features.npy`` last, each via a
+    temporary file and ``os.replace``, so a present ``features.npy`` means the
+    slide is complete.
+    """
+    out = Path(slide_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    coords = np.asarray(coords, dtype=np.float32)
+    full = np.concatenate([coords, np.asarray(features, dtype=np.float32)], axis=1)
+    for name, arr in (("coords.npy", coords), ("features.npy", full)):
+        tmp = _atomic_target(out / name)
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+        os.replace(tmp, out / name)
+    return out / "features.npy"
+
+
+def write_h5(path: str | os.PathLike[str], features: np.ndarray, coords_xy: np.ndarray, **attrs: Any) -> Path:
+    """Write a CLAM/TRIDENT-style ``.h5`` (``features`` (N, d), ``coords`` (N, 2) level-0 x/y) atomically."""
+    import h5py
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_target(target)
+    with h5py.File(tmp, "w") as fh:
+        fh.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+        fh.create_dataset("coords", data=np.asarray(coords_xy, dtype=np.int64))
+        for key, value in attrs.items():
+            fh.attrs[key] = value
+    os.replace(tmp, target)
+    return target
+
+
+def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
+    """Load a ``features.npy``, a slide folder holding one, or an ``.h5`` file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "features.npy"
+    if not p.exists():
+        raise FeatureFileError(str(p), "feature file not found")
+    if p.suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise FeatureFileError(str(p), f"cannot read .npy ({exc})") from exc
+        if arr.ndim != 2 or arr.shape[1] < 4:
+            raise FeatureFileError(str(p), f"expected (N, 3 + d) array, got shape {arr.shape}")
+        arr = arr.astype(np.float32, copy=False)
+        return SlideFeatures(p.parent.name, arr[:, 3:], arr[:, :3], {"layout": "histossl"})
+    if p.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(p, "r") as fh:
+                feats = np.asarray(fh["features"], dtype=np.float32)
+                xy = np.asarray(fh["coords"], dtype=np.float32)
+                attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in fh.attrs.items()}
+        except (OSError, KeyError) as exc:
+            raise FeatureFileError(str(p), f"cannot read .h5 ({exc})") from exc
+        if feats.ndim == 3 and feats.shape[0] == 1:  # CLAM writes (1, N, d) in some versions
+            feats = feats[0]
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise FeatureFileError(str(p), f"coords must be (N, 2) level-0 x/y, got shape {xy.shape}")
+        level = float(attrs.get("level", attrs.get("patch_level", 0)))
+        coords = np.concatenate([np.full((len(xy), 1), level, np.float32), xy], axis=1)
+        return SlideFeatures(p.stem, feats, coords, {"layout": "h5", **attrs})
+    raise FeatureFileError(str(p), "unknown feature file type; pass a features.npy, a slide folder or a .h5")
+
+
+def iter_feature_dir(root: str | os.PathLike[str]) -> Iterator[SlideFeatures]:
+    """Yield every slide's features under ``root`` (``**/features.npy`` and ``**/*.h5``), sorted by path."""
+    base = Path(root)
+    if not base.is_dir():
+        raise FeatureFileError(str(base), "feature directory not found")
+    paths = sorted([*base.rglob("features.npy"), *base.rglob("*.h5")])
+    for p in paths:
+        yield read_features(p)

@@ -1,0 +1,1 @@
+"""wsistream.sampling."""

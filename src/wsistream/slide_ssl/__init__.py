@@ -1,0 +1,1 @@
+"""wsistream.slide_ssl."""
