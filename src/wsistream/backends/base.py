@@ -1,0 +1,221 @@
+"""The slide interface every backend implements (template method).
+
+:class:`SlideBackend` is a small, picklable *factory* (it is what a user
+passes to ``PatchPipeline(backend=...)`` and what travels to DataLoader
+workers); :meth:`SlideBackend.open` returns a :class:`SlideHandle`, one per
+opened file.  Subclasses implement ``_open`` / ``_read_level_region`` and the
+metadata; the base class owns everything that must be identical across
+backends: existence checks, bounds clipping (outside the slide is white),
+alpha handling (transparent is white, never black), contiguous ``uint8``
+H×W×3 output, chunked overview reads, and errors that name the slide.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import cv2
+import numpy as np
+
+from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
+from wsistream.types import SlideProperties
+
+#: Plausible level-0 µm/px for a brightfield/fluorescence WSI scan.  Values
+#: outside (e.g. 352.8 µm/px, the 72-dpi default a generic TIFF writer stores)
+#: are treated as missing, never used.
+PLAUSIBLE_MPP_RANGE = (0.05, 20.0)
+
+#: Longest side (read-level pixels) of one chunk of an overview read; bounds
+#: the memory of overviews taken from a large level.
+_OVERVIEW_CHUNK = 4096
+
+
+def plausible_mpp(value: object) -> float | None:
+    """``float(value)`` if it is a finite µm/px inside :data:`PLAUSIBLE_MPP_RANGE`, else ``None``."""
+    try:
+        mpp = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(mpp) or not (PLAUSIBLE_MPP_RANGE[0] <= mpp <= PLAUSIBLE_MPP_RANGE[1]):
+        return None
+    return mpp
+
+
+def _to_rgb(region: np.ndarray) -> np.ndarray:
+    """Contiguous uint8 H×W×3; RGBA pixels with alpha 0 become white."""
+    if region.ndim == 2:
+        region = np.repeat(region[:, :, None], 3, axis=2)
+    if region.shape[2] == 4:
+        rgb = np.ascontiguousarray(region[:, :, :3])
+        transparent = region[:, :, 3] == 0
+        if transparent.any():
+            rgb[transparent] = 255
+        return rgb
+    return np.ascontiguousarray(region[:, :, :3], dtype=np.uint8)
+
+
+class SlideHandle(ABC):
+    """An opened slide file.  Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, slide_path: str, properties: SlideProperties, raw_mpp: object) -> None:
+        self.slide_path = slide_path
+        #: Properties as read from the file; ``mpp`` is ``None`` when absent or implausible.
+        self.properties = properties
+        #: The µm/px value exactly as the file states it (for error messages).
+        self.raw_mpp = raw_mpp
+
+    # -- implemented by backends ------------------------------------------------
+    @abstractmethod
+    def _read_level_region(self, x0: int, y0: int, level: int, width: int, height: int) -> np.ndarray:
+        """Read an in-bounds region; returns H×W×3 or H×W×4 uint8."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the file."""
+
+    # -- shared behaviour --------------------------------------------------------
+    def __enter__(self) -> SlideHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_region(self, x0: int, y0: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read ``size`` = (width, height) pixels of ``level`` whose top-left is level-0 (x0, y0).
+
+        Parts outside the slide are white.  Returns a contiguous uint8 H×W×3 RGB array.
+
+        Raises
+        ------
+        TileDecodeError
+            When the backend cannot decode the region; the message names the slide and region.
+        """
+        props = self.properties
+        if not 0 <= level < props.level_count:
+            raise ValueError(f"level={level} does not exist in {self.slide_path} (levels 0..{props.level_count - 1})")
+        width, height = int(size[0]), int(size[1])
+        if width < 1 or height < 1:
+            raise ValueError(f"size={size!r} must be positive")
+        ds = props.level_downsamples[level]
+        level_w, level_h = props.level_dimensions[level]
+        # region in read-level pixels, clipped to the level
+        lx, ly = x0 / ds, y0 / ds
+        cx0, cy0 = max(0, math.floor(lx)), max(0, math.floor(ly))
+        cx1, cy1 = min(level_w, math.floor(lx) + width), min(level_h, math.floor(ly) + height)
+        try:
+            if cx0 == math.floor(lx) and cy0 == math.floor(ly) and cx1 - cx0 == width and cy1 - cy0 == height:
+                return _to_rgb(self._read_level_region(x0, y0, level, width, height))
+            out = np.full((height, width, 3), 255, np.uint8)
+            if cx1 > cx0 and cy1 > cy0:
+                sub = self._read_level_region(
+                    round(cx0 * ds), round(cy0 * ds), level, cx1 - cx0, cy1 - cy0
+                )
+                ox, oy = cx0 - math.floor(lx), cy0 - math.floor(ly)
+                out[oy : oy + (cy1 - cy0), ox : ox + (cx1 - cx0)] = _to_rgb(sub)
+            return out
+        except WsiStreamError:
+            raise
+        except Exception as exc:  # backend libraries raise their own types (OpenSlideError, Jpeg8Error...)
+            raise TileDecodeError(
+                self.slide_path,
+                f"cannot decode region x0={x0}, y0={y0}, level={level}, size={width}x{height} "
+                f"({type(exc).__name__}: {exc})",
+            ) from exc
+
+    def overview_level(self, max_side: int) -> int:
+        """The coarsest level whose longer side is at least ``max_side / 2``.
+
+        A level up to 2× smaller than asked is accepted rather than decoding a
+        level 4× larger: on an 8000² slide with levels 1/4/16 and
+        ``max_side=2048`` this reads level 1 (2000²), where ``get_thumbnail``
+        decodes all of level 0.
+        """
+        props = self.properties
+        for level in range(props.level_count - 1, -1, -1):
+            if max(props.level_dimensions[level]) * 2 >= max_side:
+                return level
+        return 0
+
+    def read_overview(self, max_side: int) -> tuple[np.ndarray, tuple[float, float]]:
+        """Low-resolution RGB overview whose longer side is at most ``max_side``.
+
+        Read from :meth:`overview_level` in chunks (bounded memory even for a
+        single-level slide) and area-resampled.
+
+        Returns
+        -------
+        image : np.ndarray
+            uint8 H×W×3.
+        downsample : (float, float)
+            Level-0 pixels per overview pixel along x and y.
+        """
+        props = self.properties
+        level = self.overview_level(max_side)
+        level_w, level_h = props.level_dimensions[level]
+        scale = min(1.0, max_side / max(level_w, level_h))
+        out_w, out_h = max(1, round(level_w * scale)), max(1, round(level_h * scale))
+        ds = props.level_downsamples[level]
+        if scale == 1.0 and level_w * level_h <= _OVERVIEW_CHUNK**2:
+            overview = self.read_region(0, 0, level, (level_w, level_h))
+        else:
+            overview = np.empty((out_h, out_w, 3), np.uint8)
+            for cy in range(0, level_h, _OVERVIEW_CHUNK):
+                for cx in range(0, level_w, _OVERVIEW_CHUNK):
+                    cw, ch = min(_OVERVIEW_CHUNK, level_w - cx), min(_OVERVIEW_CHUNK, level_h - cy)
+                    ox0, oy0 = round(cx * scale), round(cy * scale)
+                    ox1, oy1 = round((cx + cw) * scale), round((cy + ch) * scale)
+                    if ox1 <= ox0 or oy1 <= oy0:
+                        continue
+                    chunk = self.read_region(round(cx * ds), round(cy * ds), level, (cw, ch))
+                    overview[oy0:oy1, ox0:ox1] = cv2.resize(chunk, (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_AREA)
+        return overview, (props.level0_width / out_w, props.level0_height / out_h)
+
+
+class SlideBackend(ABC):
+    """Factory that opens slide files; picklable, holds configuration only."""
+
+    #: Registry name (``"openslide"``, ``"tiffslide"``).
+    name: ClassVar[str]
+    #: Python module the backend needs; checked in :meth:`is_available`.
+    requires: ClassVar[str]
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """Whether the library behind this backend imports."""
+        import importlib.util
+
+        return importlib.util.find_spec(cls.requires) is not None
+
+    def open(self, slide_path: str | os.PathLike[str]) -> SlideHandle:
+        """Open ``slide_path``.
+
+        Raises
+        ------
+        SlideNotFoundError
+            The file does not exist.
+        SlideOpenError
+            The backend cannot open it (the cause is chained).
+        """
+        path = os.fspath(slide_path)
+        if not os.path.exists(path):
+            raise SlideNotFoundError(path, "file does not exist")
+        if os.path.isdir(path):
+            raise SlideOpenError(path, "is a directory, not a slide file")
+        if os.path.getsize(path) == 0:
+            raise SlideOpenError(path, "file is empty (0 bytes)")
+        try:
+            return self._open(path)
+        except WsiStreamError:
+            raise
+        except Exception as exc:
+            raise SlideOpenError(path, f"{self.name} cannot open it ({type(exc).__name__}: {exc})") from exc
+
+    @abstractmethod
+    def _open(self, slide_path: str) -> SlideHandle:
+        """Open an existing file; library exceptions propagate (wrapped by :meth:`open`)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,32 @@
+"""Turn what a user passes as ``slide_paths`` into a sorted list of files."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+#: File extensions collected when a directory is given.
+SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif", ".svslide", ".qptiff")
+
+
+def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Expand a directory, a glob, a text file of paths (``.txt``/``.lst``), one file, or a list.
+
+    Directories are searched recursively for :data:`SLIDE_EXTENSIONS`;
+    results are sorted so the stream order never depends on the filesystem.
+    Paths that do not exist are kept: opening them records a
+    ``SlideNotFoundError`` in the stream instead of silently dropping them.
+    """
+    if isinstance(slide_paths, (str, os.PathLike)):
+        text = os.fspath(slide_paths)
+        path = Path(text)
+        if path.is_dir():
+            return sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in SLIDE_EXTENSIONS and p.is_file())
+        if path.suffix.lower() in (".txt", ".lst") and path.is_file():
+            return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if any(ch in text for ch in "*?["):
+            return sorted(glob.glob(text, recursive=True))
+        return [text]
+    return [os.fspath(p) for p in slide_paths]

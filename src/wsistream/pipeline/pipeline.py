@@ -1,0 +1,300 @@
+"""``PatchPipeline``: slides → tissue masks → positions → exact-resolution pixels → views."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from wsistream.backends.base import SlideBackend, SlideHandle
+from wsistream.backends.openslide import OpenSlideBackend
+from wsistream.pipeline.adapters import DatasetAdapter, PatchFilter
+from wsistream.pipeline.cache import MaskCache
+from wsistream.pipeline.mpp import MppPolicy
+from wsistream.pipeline.paths import resolve_slide_paths
+from wsistream.pipeline.seeding import RngStream, fresh_seed, stream_rng
+from wsistream.pipeline.slot import Slot, SlotCounters
+from wsistream.pipeline.stream import PatchStream
+from wsistream.sampling.base import PatchSampler, Position
+from wsistream.sampling.grid import GridSampler
+from wsistream.sampling.plan import ReadPlan
+from wsistream.tissue.base import TissueDetector, TissueMask
+from wsistream.tissue.otsu import OtsuTissueDetector
+from wsistream.types import FailureRecord, PatchResult, SlideMetadata, SlideProperties
+
+if TYPE_CHECKING:
+    from wsistream.transforms.base import PatchTransform
+    from wsistream.views import ViewConfig
+
+
+@dataclass
+class PipelineStats:
+    """Counters of one pipeline instance (per process)."""
+
+    slides_opened: int = 0
+    slides_failed: int = 0
+    read_errors: int = 0
+    patches_filtered: int = 0
+
+
+@dataclass(kw_only=True, eq=False)
+class PatchPipeline:
+    """Stream patches from a pool of slides, forever or for one pass.
+
+    ``pool_size`` slides are open at once; each visit takes
+    ``patches_per_visit`` patches from one slide, then moves to the next pool
+    slide (round robin).  A slide retires after ``patches_per_slide`` attempts
+    (-1: never, or when a finite sampler is exhausted) and the next slide of the
+    queue replaces it.  The queue is the slide list in order
+    (``slide_sampling="sequential"``) or a seeded permutation per epoch
+    (``"random"``); with ``cycle=True`` a new epoch starts when the queue is
+    used up, so the stream never ends.
+
+    A slide that cannot be used (missing, unopenable, no µm/px when
+    ``target_mpp`` is asked, no tissue, too small, undecodable regions) is
+    recorded in :attr:`failures`, logged once and skipped; when no slide can
+    produce a patch the iteration raises
+    :class:`~wsistream.errors.NoUsableSlidesError` instead of spinning.
+
+    Same ``seed`` + slides + config ⇒ the same patches, views and order
+    (see :mod:`wsistream.pipeline.seeding`).
+
+    Parameters
+    ----------
+    slide_paths
+        A directory (searched recursively), a glob, a ``.txt`` list, one file, or a list of paths.
+    backend : SlideBackend
+        Slide reader factory. Default :class:`~wsistream.backends.OpenSlideBackend`.
+    tissue_detector : TissueDetector
+        Computes the tissue mask from the overview. Default :class:`~wsistream.tissue.OtsuTissueDetector`.
+    sampler : PatchSampler
+        Where to read (:class:`~wsistream.sampling.RandomSampler`, :class:`~wsistream.sampling.GridSampler`).
+    views : list of ViewConfig, optional
+        SSL views made from each patch (``result.views``).
+    patch_filter : PatchFilter, optional
+        Pixel-level QC after the read; a rejected patch still counts as an attempt.
+    transforms : PatchTransform or list, optional
+        Applied to ``result.image`` when no views are configured.
+    shared_transforms : PatchTransform or list, optional
+        Applied once to the patch before the views are cropped from it.
+    dataset_adapter : DatasetAdapter, optional
+        Fills ``slide_metadata`` (dataset name, patient id) from the path.
+    thumbnail_size : int or (int, int)
+        Longest side of the overview used for tissue detection. Default 2048.
+    tissue_mask_cache_size : int
+        Masks kept in an LRU (per process) for slides that are reopened. Default 16.
+    pool_size : int
+        Slides open at once. Default 8.
+    patches_per_slide : int
+        Attempts per slide visit before it retires; -1 = unlimited. Default 100.
+    patches_per_visit : int
+        Consecutive patches from one slide before moving to the next. Default 1.
+    slide_sampling : {"sequential", "random"}
+        Queue order within an epoch.
+    cycle : bool
+        Start a new epoch when the queue is used up (endless stream).
+    replacement : {"with_replacement", "without_replacement"}
+        With ``"without_replacement"`` a :class:`RandomSampler` draws from the
+        slide's non-overlapping tissue grid in a seeded order that continues
+        across reopenings (each tile once before any repeats).
+    seed : int, optional
+        Root of all randomness; ``None`` draws one (kept in :attr:`seed_used`).
+    mpp_overrides : mapping or CSV path, optional
+        Per-slide level-0 µm/px (``slide,mpp`` CSV); wins over the file.
+    mpp_fallback : float, optional
+        µm/px for slides whose file has none (recorded as source ``"fallback"``).
+    max_read_errors : int
+        Undecodable regions after which a slide retires. Default 8.
+    """
+
+    slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+    sampler: PatchSampler
+    backend: SlideBackend = field(default_factory=OpenSlideBackend)
+    tissue_detector: TissueDetector = field(default_factory=OtsuTissueDetector)
+    views: Sequence[ViewConfig] | None = None
+    patch_filter: PatchFilter | None = None
+    transforms: PatchTransform | Sequence[PatchTransform] | None = None
+    shared_transforms: PatchTransform | Sequence[PatchTransform] | None = None
+    dataset_adapter: DatasetAdapter | None = None
+    thumbnail_size: int | tuple[int, int] = 2048
+    tissue_mask_cache_size: int = 16
+    pool_size: int = 8
+    patches_per_slide: int = 100
+    patches_per_visit: int = 1
+    slide_sampling: Literal["sequential", "random"] = "sequential"
+    cycle: bool = False
+    replacement: Literal["with_replacement", "without_replacement"] = "with_replacement"
+    seed: int | None = 0
+    mpp_overrides: Mapping[str, float] | str | os.PathLike[str] | None = None
+    mpp_fallback: float | None = None
+    max_read_errors: int = 8
+
+    failures: list[FailureRecord] = field(default_factory=list, init=False, repr=False)
+    stats: PipelineStats = field(default_factory=PipelineStats, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("pool_size", "patches_per_visit", "max_read_errors"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patches_per_slide == 0 or self.patches_per_slide < -1:
+            raise ValueError(f"patches_per_slide must be >= 1, or -1 for unlimited, got {self.patches_per_slide}")
+        if self.slide_sampling not in ("sequential", "random"):
+            raise ValueError(f"slide_sampling={self.slide_sampling!r}; pass 'sequential' or 'random'")
+        if self.replacement not in ("with_replacement", "without_replacement"):
+            raise ValueError(f"replacement={self.replacement!r}; pass 'with_replacement' or 'without_replacement'")
+        if not isinstance(self.sampler, PatchSampler):
+            raise TypeError(f"sampler must be a PatchSampler (e.g. RandomSampler), got {type(self.sampler).__name__}")
+        if not isinstance(self.backend, SlideBackend):
+            raise TypeError(f"backend must be a SlideBackend (e.g. OpenSlideBackend()), got {type(self.backend).__name__}")
+        if not isinstance(self.tissue_detector, TissueDetector):
+            raise TypeError(f"tissue_detector must be a TissueDetector, got {type(self.tissue_detector).__name__}")
+        if self.max_overview_side < 16:
+            raise ValueError(f"thumbnail_size must be >= 16 pixels, got {self.thumbnail_size}")
+        if not self.cycle and not self.sampler.finite and self.patches_per_slide == -1:
+            num = getattr(self.sampler, "num_patches", -1)
+            if num == -1:
+                raise ValueError(
+                    "an endless sampler (num_patches=-1) with patches_per_slide=-1 never moves past the first "
+                    "pool; pass patches_per_slide=N or a finite num_patches"
+                )
+        if not self.slide_list:
+            raise ValueError(f"slide_paths={self.slide_paths!r} contains no slide; pass files, a folder or a glob")
+        self._views: tuple[ViewConfig, ...] | None = None
+        if self.views is not None:
+            from wsistream.views import validate_views
+
+            self._views = tuple(validate_views(self.views))
+        self._mask_cache = MaskCache(self.tissue_mask_cache_size)
+        self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
+        #: The seed actually used (drawn once when ``seed=None``).
+        self.seed_used = int(self.seed) if self.seed is not None else fresh_seed()
+        self._transforms = _compose(self.transforms)
+        self._shared_transforms = _compose(self.shared_transforms)
+
+    # -- public ------------------------------------------------------------------
+    @cached_property
+    def slide_list(self) -> list[str]:
+        """The resolved, ordered list of slide files."""
+        return resolve_slide_paths(self.slide_paths)
+
+    @property
+    def max_overview_side(self) -> int:
+        """Longest overview side in pixels (``thumbnail_size`` as an int)."""
+        size = self.thumbnail_size
+        return int(max(size)) if isinstance(size, (tuple, list)) else int(size)
+
+    def __iter__(self) -> PatchStream:
+        return PatchStream(self)
+
+    def resume(self, state: Mapping[str, Any]) -> PatchStream:
+        """A stream that continues exactly where ``PatchStream.state_dict()`` was taken."""
+        return PatchStream(self, dict(state))
+
+    # -- used by PatchStream -------------------------------------------------------
+    def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:
+        """The slide's mask, from the LRU or computed from the overview."""
+        key = (props.slide_path, repr(self.tissue_detector), self.max_overview_side)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            overview, downsample = handle.read_overview(self.max_overview_side)
+            mask = self.tissue_detector.detect(overview, downsample)
+            self._mask_cache.put(key, mask)
+        return mask
+
+    def position_iterator(
+        self,
+        mask: TissueMask,
+        plan: ReadPlan,
+        props: SlideProperties,
+        rng: np.random.Generator,
+        counters: SlotCounters,
+    ) -> Iterator[Position]:
+        """Positions of one slide visit (honours ``replacement``)."""
+        if self.replacement == "with_replacement" or isinstance(self.sampler, GridSampler):
+            return self.sampler.positions(mask, plan, props, rng)
+        grid = GridSampler(
+            patch_size=self.sampler.patch_size,
+            target_mpp=self.sampler.target_mpp,
+            level=self.sampler.level,
+            tissue_threshold=self.sampler.tissue_threshold,
+            mpp_tolerance=self.sampler.mpp_tolerance,
+        )
+        tiles = list(grid.positions(mask, plan, props, rng))  # scan order; raises NoTissueError if empty
+        return _without_replacement(tiles, self.seed_used, counters, self.patches_per_slide)
+
+    def slide_metadata(self, props: SlideProperties) -> SlideMetadata:
+        """Metadata for a slide (adapter fields + properties)."""
+        fields = dict(self.dataset_adapter.parse(props.slide_path)) if self.dataset_adapter else {}
+        return SlideMetadata(
+            slide_path=props.slide_path,
+            properties=props,
+            dataset_name=str(fields.pop("dataset_name", "unknown")),
+            patient_id=fields.pop("patient_id", None),
+            extra=fields,
+        )
+
+    def make_result(self, slot: Slot, position: Position, rng: np.random.Generator) -> PatchResult | None:
+        """Read, filter, transform and build the views of one patch (``None`` if filtered)."""
+        image = slot.read(position.x0, position.y0, slot.plan)
+        if self.patch_filter is not None and not self.patch_filter.accept(image):
+            self.stats.patches_filtered += 1
+            return None
+        if self._shared_transforms is not None:
+            image = self._shared_transforms(image, rng)
+        views = None
+        if self._views:
+            from wsistream.views import render_views
+
+            tolerance = self.sampler.mpp_tolerance
+            views = render_views(
+                image, self._views, rng, read_at_mpp=lambda mpp: slot.read_centred(position, mpp, tolerance)
+            )
+        elif self._transforms is not None:
+            image = self._transforms(image, rng)
+        return PatchResult(
+            image=image,
+            coordinate=slot.coordinate(position.x0, position.y0, slot.plan),
+            tissue_fraction=position.tissue_fraction,
+            slide_metadata=slot.metadata,
+            views=views,
+        )
+
+
+def _compose(transforms: Any) -> Any:
+    if transforms is None:
+        return None
+    if isinstance(transforms, (list, tuple)):
+        from wsistream.transforms import ComposeTransforms
+
+        return ComposeTransforms(tuple(transforms))
+    return transforms
+
+
+def _without_replacement(
+    tiles: list[Position], seed: int, counters: SlotCounters, patches_per_slide: int
+) -> Iterator[Position]:
+    """Tiles of a seeded, endless sequence of permutations, starting where this visit begins.
+
+    Visit ``e`` (the slide's ``e``-th epoch) takes items ``[e·n, (e+1)·n)`` of
+    ``perm_0 + perm_1 + ...`` with ``n = patches_per_slide`` (-1: one whole
+    pass), so every tile is used once before any repeats, with no state kept
+    between visits.
+    """
+    n_tiles = len(tiles)
+    per_visit = n_tiles if patches_per_slide < 0 else patches_per_slide
+    start = counters.epoch * per_visit
+    first_pass, offset = divmod(start, n_tiles)
+
+    def sequence() -> Iterator[Position]:
+        for pass_no in itertools.count(first_pass):
+            order = stream_rng(seed, RngStream.GRID_ORDER, counters.slide_index, pass_no).permutation(n_tiles)
+            begin = offset if pass_no == first_pass else 0
+            for i in order[begin:]:
+                yield tiles[int(i)]
+
+    return itertools.islice(sequence(), per_visit)

@@ -1,0 +1,87 @@
+"""One opened slide in the pool: handle, read plan, mask, position iterator, counters."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from wsistream.backends.base import SlideHandle
+from wsistream.sampling.base import Position
+from wsistream.sampling.plan import ReadPlan, plan_read
+from wsistream.tissue.base import TissueMask
+from wsistream.types import PatchCoordinate, SlideMetadata
+
+
+@dataclass
+class SlotCounters:
+    """What a resumed stream needs to rebuild a slot: seeds come from these numbers."""
+
+    assignment: int  # k-th slide opened by this stream (seeds the positions)
+    slide_index: int  # index into the pipeline's slide list
+    epoch: int  # epoch in which it was opened
+    attempts: int = 0  # positions consumed (read, failed or filtered)
+    read_errors: int = 0
+
+
+@dataclass
+class Slot:
+    """An open slide and its sampling state."""
+
+    counters: SlotCounters
+    handle: SlideHandle
+    metadata: SlideMetadata
+    plan: ReadPlan
+    mask: TissueMask
+    positions: Iterator[Position]
+    _view_plans: dict[float, ReadPlan] = field(default_factory=dict)
+
+    @property
+    def slide_path(self) -> str:
+        """The slide file."""
+        return self.handle.slide_path
+
+    def skip(self, n: int) -> None:
+        """Advance the position iterator by ``n`` without reading (resume)."""
+        for _ in itertools.islice(self.positions, n):
+            pass
+
+    def read(self, x0: int, y0: int, plan: ReadPlan) -> np.ndarray:
+        """Read ``plan.read_size`` at ``plan.level`` and area-resample to ``plan.patch_size``."""
+        region = self.handle.read_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
+        if plan.needs_resize:
+            region = cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
+        return region
+
+    def coordinate(self, x0: int, y0: int, plan: ReadPlan) -> PatchCoordinate:
+        """The coordinate record of a read."""
+        return PatchCoordinate(
+            x0=x0,
+            y0=y0,
+            level=plan.level,
+            read_size=plan.read_size,
+            patch_size=plan.patch_size,
+            mpp=plan.mpp,
+            slide_path=self.slide_path,
+            level_downsample=plan.level_downsample,
+        )
+
+    def read_centred(self, position: Position, target_mpp: float, tolerance: float) -> np.ndarray:
+        """A ``patch_size`` patch at ``target_mpp`` centred on ``position``'s footprint (views)."""
+        plan = self._view_plans.get(target_mpp)
+        if plan is None:
+            plan = plan_read(self.metadata.properties, self.plan.patch_size, target_mpp=target_mpp, tolerance=tolerance)
+            self._view_plans[target_mpp] = plan
+        centre_x = position.x0 + self.plan.footprint_level0 / 2
+        centre_y = position.y0 + self.plan.footprint_level0 / 2
+        x0 = math.floor(centre_x - plan.footprint_level0 / 2)
+        y0 = math.floor(centre_y - plan.footprint_level0 / 2)
+        return self.read(x0, y0, plan)
+
+    def close(self) -> None:
+        """Close the slide file."""
+        self.handle.close()

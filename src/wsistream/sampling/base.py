@@ -1,0 +1,91 @@
+"""The sampler interface: where to read, given a tissue mask and a read plan."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan, plan_read
+from wsistream.tissue.base import TissueMask
+from wsistream.types import SlideProperties
+
+
+@dataclass(frozen=True)
+class Position:
+    """A patch position: level-0 top-left corner and its tissue fraction."""
+
+    x0: int
+    y0: int
+    tissue_fraction: float
+
+
+class PatchSampler(ABC):
+    """Chooses patch positions on one slide.
+
+    Samplers hold configuration only; all randomness comes from the
+    ``rng`` passed to :meth:`positions`, so one sampler object serves every
+    slide, worker and epoch and pickles under ``spawn``.
+    """
+
+    #: True when :meth:`positions` ends by itself (a grid); False for endless samplers.
+    finite: ClassVar[bool] = False
+
+    patch_size: int
+    level: int | None
+    target_mpp: float | None
+    tissue_threshold: float
+    mpp_tolerance: float
+
+    def plan(self, props: SlideProperties) -> ReadPlan:
+        """The read plan of this sampler on a slide (raises for unusable slides)."""
+        return plan_read(
+            props, self.patch_size, level=self.level, target_mpp=self.target_mpp, tolerance=self.mpp_tolerance
+        )
+
+    @abstractmethod
+    def positions(
+        self, mask: TissueMask, plan: ReadPlan, props: SlideProperties, rng: np.random.Generator
+    ) -> Iterator[Position]:
+        """Yield positions; raise :class:`~wsistream.errors.NoTissueError` when none can qualify."""
+
+
+def validate_common(patch_size: int, level: int | None, target_mpp: float | None, tissue_threshold: float,
+                    mpp_tolerance: float = DEFAULT_MPP_TOLERANCE) -> None:
+    """Shared constructor checks; messages say what to pass instead."""
+    if patch_size < 1:
+        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
+    if level is not None and target_mpp is not None:
+        raise ValueError(f"pass either level={level} or target_mpp={target_mpp}, not both")
+    if level is not None and level < 0:
+        raise ValueError(f"level must be >= 0, got {level}")
+    if target_mpp is not None and not target_mpp > 0:
+        raise ValueError(f"target_mpp must be > 0 µm/px (e.g. 0.5 for 20x), got {target_mpp}")
+    if not 0.0 <= tissue_threshold <= 1.0:
+        raise ValueError(f"tissue_threshold is a fraction of the patch; pass a value in [0, 1], got {tissue_threshold}")
+    if not 0.0 <= mpp_tolerance < 0.5:
+        raise ValueError(f"mpp_tolerance is relative; pass a value in [0, 0.5), got {mpp_tolerance}")
+
+
+def fitting_windows(mask: TissueMask, plan: ReadPlan, props: SlideProperties) -> tuple[np.ndarray, int, int]:
+    """Tissue fraction of every footprint-sized window on the mask grid.
+
+    Returns ``(fractions, cells_x, cells_y)``; ``fractions[r, c]`` is the
+    fraction for the window whose top-left mask cell is (c, r).  Windows
+    whose level-0 footprint would leave the slide are set to -1.
+    """
+    foot = plan.footprint_level0
+    cells_x = max(1, round(foot / mask.downsample_x))
+    cells_y = max(1, round(foot / mask.downsample_y))
+    fractions = mask.window_fractions(cells_x, cells_y)
+    if fractions.size:
+        max_x0 = props.level0_width - foot
+        max_y0 = props.level0_height - foot
+        cols = np.arange(fractions.shape[1]) * mask.downsample_x
+        rows = np.arange(fractions.shape[0]) * mask.downsample_y
+        fractions[:, cols > max_x0] = -1.0
+        fractions[rows > max_y0, :] = -1.0
+    return fractions, cells_x, cells_y
