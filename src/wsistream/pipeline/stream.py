@@ -137,9 +137,14 @@ class PatchStream(Iterator[PatchResult]):
                 self._order = self._epoch_order(self.epoch)
                 continue
             index = self._order[self.queue_pos]
-            self.queue_pos += 1
             if index in self.dead:
+                self.queue_pos += 1
                 continue
+            if any(slot.counters.slide_index == index for slot in self.pool):
+                # a slide is open in at most one slot: its next visit waits until the
+                # current one retires (the pool is smaller than pool_size meanwhile)
+                return
+            self.queue_pos += 1
             counters = SlotCounters(self.next_assignment, index, self.epoch)
             self.next_assignment += 1
             slot = self._open(counters)

@@ -59,6 +59,12 @@ class CLAMTissueDetector(TissueDetector):
         Largest holes kept per contour.
     ref_patch_size : int
         Reference patch side in level-0 pixels for the area units. Default 512.
+    otsu_floor : bool
+        With ``use_otsu``, never threshold below ``sthresh``.  CLAM ignores
+        ``sthresh`` under Otsu, so on a blank slide Otsu splits glass noise
+        and CLAM reports "tissue"; on slides with tissue Otsu's threshold is
+        far above ``sthresh`` and the floor changes nothing.  Default True;
+        ``False`` reproduces CLAM bit for bit.
     """
 
     sthresh: int = 8
@@ -70,6 +76,7 @@ class CLAMTissueDetector(TissueDetector):
     a_h: float = 16
     max_n_holes: int = 8
     ref_patch_size: int = 512
+    otsu_floor: bool = True
 
     def __post_init__(self) -> None:
         if self.mthresh < 1:
@@ -92,7 +99,9 @@ class CLAMTissueDetector(TissueDetector):
         ksize = self.mthresh if self.mthresh % 2 == 1 else self.mthresh + 1
         blurred = cv2.medianBlur(saturation(overview), ksize)
         if self.use_otsu:
-            _, binary = cv2.threshold(blurred, 0, self.sthresh_up, cv2.THRESH_OTSU + cv2.THRESH_BINARY)
+            otsu, binary = cv2.threshold(blurred, 0, self.sthresh_up, cv2.THRESH_OTSU + cv2.THRESH_BINARY)
+            if self.otsu_floor and otsu < self.sthresh:
+                _, binary = cv2.threshold(blurred, self.sthresh, self.sthresh_up, cv2.THRESH_BINARY)
         else:
             _, binary = cv2.threshold(blurred, self.sthresh, self.sthresh_up, cv2.THRESH_BINARY)
         if self.close > 0:
