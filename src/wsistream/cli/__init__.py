@@ -1,1 +1,1 @@
-"""wsistream.cli."""
+"""The ``wsistream`` command line (typer)."""

@@ -1,0 +1,110 @@
+"""The ``wsistream`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Stream exact-resolution patches from whole-slide images.", no_args_is_help=True,
+                  add_completion=False)
+recipes_app = typer.Typer(help="Paper recipes and their deviation tables.", invoke_without_command=True)
+app.add_typer(recipes_app, name="recipes")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Output folder (slides are cached there)."),
+    recipe: str = typer.Option("phikon-v2", help="Recipe to stream."),
+    seconds: float = typer.Option(5.0, help="How long to stream."),
+    views: bool = typer.Option(True, help="Include the recipe's multi-crop views."),
+) -> None:
+    """Write synthetic slides, stream a recipe, print patches/s and write a preview PNG."""
+    from wsistream.cli.demo import run_demo
+
+    stats = run_demo(out, recipe=recipe, seconds=seconds, views=views)
+    typer.echo(f"slides: {stats['slides']} (written/reused in {stats['write_slides_s']:.1f} s)")
+    typer.echo(f"time to first patch: {stats['time_to_first_patch_s']:.2f} s")
+    typer.echo(f"streamed {stats['patches']} patches at {stats['patches_per_s']:.1f} patches/s "
+               f"(single process, recipe {recipe}, views={views}); delivered {stats['first_mpp']:.4f} µm/px")
+    typer.echo(f"failures recorded: {stats['failures']}")
+    typer.echo(f"preview: {stats['preview']}")
+
+
+@recipes_app.callback()
+def recipes_list(ctx: typer.Context) -> None:
+    """List the recipes."""
+    if ctx.invoked_subcommand is None:
+        from wsistream.recipes import list_recipes
+
+        for r in list_recipes():
+            exact = sum(row.match == "Exact" for row in r.rows)
+            typer.echo(f"{r.name:12s} {exact}/{len(r.rows)} rows exact  {r.citation}")
+
+
+@recipes_app.command("show")
+def recipes_show(name: str) -> None:
+    """Print a recipe's deviation table."""
+    from wsistream.recipes import get_recipe
+
+    try:
+        recipe = get_recipe(name)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{recipe.name}: {recipe.citation}\n{recipe.summary}\n")
+    typer.echo(recipe.table_markdown())
+
+
+@recipes_app.command("docs")
+def recipes_docs(out: Path = typer.Option(None, help="Write here instead of stdout.")) -> None:
+    """Generate docs/recipes.md from the recipe tables."""
+    from wsistream.recipes import recipes_markdown
+
+    text = recipes_markdown()
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+
+
+@app.command()
+def preview(
+    slide: Path,
+    recipe: str = typer.Option("phikon-v2", help="Recipe whose stream is previewed."),
+    out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="PNG to write."),
+    n_patches: int = typer.Option(12, help="Patches to draw."),
+    views: bool = typer.Option(False, help="Show each patch's views."),
+) -> None:
+    """Overview + tissue mask + sampled patch boxes + the patches, as the recipe streams them."""
+    from wsistream.qc import preview_slide
+    from wsistream.recipes import build_pipeline
+
+    kwargs = {"views": views} if recipe != "phikon" else {}
+    pipeline = build_pipeline(recipe, [str(slide)], **kwargs)
+    try:
+        png, results = preview_slide(pipeline, slide, out, n_patches=n_patches, title=f"recipe {recipe}")
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{png}: {len(results)} patches at {results[0].coordinate.mpp} µm/px")
+
+
+def _mount(module: str) -> None:
+    """Add the commands of a stage's own Typer app (features, mil, slide_ssl) at top level."""
+    import importlib
+
+    sub = importlib.import_module(module).app
+    app.registered_commands.extend(sub.registered_commands)
+
+
+for _module in ("wsistream.features.cli", "wsistream.mil.cli", "wsistream.slide_ssl.cli"):
+    try:
+        _mount(_module)
+    except ModuleNotFoundError as _exc:  # a stage whose extra (torch, transformers...) is not installed
+        if _exc.name == _module or (_exc.name and not _exc.name.startswith("wsistream")):
+            continue
+        raise
+
+if __name__ == "__main__":
+    app()
