@@ -43,8 +43,17 @@ def written_40x(slide_dir: Path) -> str:
     """A 40x Aperio-style slide (0.252 µm/px, levels 1/4/16, no 2x level) from our writer."""
     from wsistream.synthetic import write_aperio_svs
 
-    return str(write_aperio_svs(slide_dir / "w40x.svs", width=4096, height=3072, mpp=0.252, app_mag=40,
-                                downsamples=(1, 4, 16), seed=1))
+    return str(
+        write_aperio_svs(
+            slide_dir / "w40x.svs",
+            width=4096,
+            height=3072,
+            mpp=0.252,
+            app_mag=40,
+            downsamples=(1, 4, 16),
+            seed=1,
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +61,11 @@ def written_20x(slide_dir: Path) -> str:
     """A 20x slide (0.5 µm/px, levels 1/4)."""
     from wsistream.synthetic import write_aperio_svs
 
-    return str(write_aperio_svs(slide_dir / "w20x.svs", width=3000, height=2400, mpp=0.5, app_mag=20,
-                                downsamples=(1, 4), seed=2))
+    return str(
+        write_aperio_svs(
+            slide_dir / "w20x.svs", width=3000, height=2400, mpp=0.5, app_mag=20, downsamples=(1, 4), seed=2
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +73,18 @@ def blank_slide(slide_dir: Path) -> str:
     """A background-only slide: no tissue anywhere."""
     from wsistream.synthetic import write_aperio_svs
 
-    return str(write_aperio_svs(slide_dir / "blank.svs", width=2000, height=1600, mpp=0.5, app_mag=20,
-                                downsamples=(1, 4), background_only=True, seed=3))
+    return str(
+        write_aperio_svs(
+            slide_dir / "blank.svs",
+            width=2000,
+            height=1600,
+            mpp=0.5,
+            app_mag=20,
+            downsamples=(1, 4),
+            background_only=True,
+            seed=3,
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -70,5 +92,8 @@ def no_mpp_slide(slide_dir: Path) -> str:
     """A slide whose description has no MPP key."""
     from wsistream.synthetic import write_aperio_svs
 
-    return str(write_aperio_svs(slide_dir / "nompp.svs", width=2000, height=1600, mpp=None, app_mag=20,
-                                downsamples=(1, 4), seed=4))
+    return str(
+        write_aperio_svs(
+            slide_dir / "nompp.svs", width=2000, height=1600, mpp=None, app_mag=20, downsamples=(1, 4), seed=4
+        )
+    )

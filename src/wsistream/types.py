@@ -167,8 +167,10 @@ class PatchResult:
 class FailureRecord:
     """A slide (or one read of it) that failed, with where and why.
 
-    ``stage`` is one of ``open``, ``mpp``, ``tissue``, ``plan``, ``sample``,
-    ``read``; ``error_type`` is the exception class name.
+    ``stage`` is one of ``open``, ``plan``, ``tissue``, ``sample``, ``read``;
+    ``error_type`` is the exception class name; ``retired`` tells whether the
+    slide was taken out of the stream (False for one undecodable region of an
+    otherwise readable slide).
     """
 
     slide_path: str
@@ -176,6 +178,7 @@ class FailureRecord:
     error_type: str
     message: str
     time: float = 0.0
+    retired: bool = True
 
     def __str__(self) -> str:
         return f"{self.slide_path} [{self.stage}] {self.error_type}: {self.message}"

@@ -24,8 +24,13 @@ def _corr(a, b):
 
 @pytest.mark.parametrize("backend", [OpenSlideBackend(), TiffSlideBackend()], ids=lambda b: b.name)
 def test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch(backend, synthetic_40x_svs):
-    pipe = PatchPipeline(slide_paths=[synthetic_40x_svs], backend=backend, tissue_detector=OtsuTissueDetector(),
-                         sampler=RandomSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.6), seed=1)
+    pipe = PatchPipeline(
+        slide_paths=[synthetic_40x_svs],
+        backend=backend,
+        tissue_detector=OtsuTissueDetector(),
+        sampler=RandomSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.6),
+        seed=1,
+    )
     results = _take(pipe, 8)
     for r in results:
         c = r.coordinate
@@ -47,8 +52,11 @@ def test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch(backend, syn
 def test_patch_equals_finer_level_downsampled(synthetic_40x_svs):
     # 2.0 µm/px on a 0.252 µm/px slide with levels 1/4/16 reads level 1 (1.008 µm/px);
     # the same footprint read from level 0 and area-downsampled must show the same tissue
-    pipe = PatchPipeline(slide_paths=[synthetic_40x_svs], sampler=RandomSampler(patch_size=128, target_mpp=2.0,
-                         tissue_threshold=0.8), seed=3)
+    pipe = PatchPipeline(
+        slide_paths=[synthetic_40x_svs],
+        sampler=RandomSampler(patch_size=128, target_mpp=2.0, tissue_threshold=0.8),
+        seed=3,
+    )
     with OpenSlideBackend().open(synthetic_40x_svs) as h:
         for r in _take(pipe, 4):
             c = r.coordinate
@@ -60,15 +68,22 @@ def test_patch_equals_finer_level_downsampled(synthetic_40x_svs):
 
 
 def test_native_level0_records_real_mpp(cmu_svs, synthetic_40x_svs):
-    pipe = PatchPipeline(slide_paths=[cmu_svs, synthetic_40x_svs], sampler=RandomSampler(patch_size=256, level=0),
-                         seed=0, patches_per_slide=3)
+    pipe = PatchPipeline(
+        slide_paths=[cmu_svs, synthetic_40x_svs],
+        sampler=RandomSampler(patch_size=256, level=0),
+        seed=0,
+        patches_per_slide=3,
+    )
     mpps = {r.coordinate.slide_path: r.coordinate.mpp for r in _take(pipe, 6)}
     assert mpps == {cmu_svs: pytest.approx(0.499), synthetic_40x_svs: pytest.approx(0.252)}
 
 
 def test_tissue_threshold_is_met(cmu_svs):
-    pipe = PatchPipeline(slide_paths=[cmu_svs], sampler=RandomSampler(patch_size=224, target_mpp=0.5,
-                         tissue_threshold=0.6), seed=0)
+    pipe = PatchPipeline(
+        slide_paths=[cmu_svs],
+        sampler=RandomSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.6),
+        seed=0,
+    )
     detector = OtsuTissueDetector(close_ksize=0, min_area_fraction=0)
     for r in _take(pipe, 20):
         assert r.tissue_fraction >= 0.6
@@ -94,8 +109,12 @@ def test_mpp_override_csv(tmp_path, shared_slide):
     boxes = shared_slide("boxes.tiff")
     csv = tmp_path / "mpp.csv"
     csv.write_text("slide,mpp\nboxes,0.5\n")
-    pipe = PatchPipeline(slide_paths=[boxes], sampler=RandomSampler(patch_size=32, target_mpp=1.0,
-                         tissue_threshold=0.0), mpp_overrides=str(csv), seed=0)
+    pipe = PatchPipeline(
+        slide_paths=[boxes],
+        sampler=RandomSampler(patch_size=32, target_mpp=1.0, tissue_threshold=0.0),
+        mpp_overrides=str(csv),
+        seed=0,
+    )
     assert _take(pipe, 1)[0].slide_metadata.mpp_source == "override"
     with pytest.raises(ValueError, match="µm/px"):
         PatchPipeline(slide_paths=[boxes], sampler=RandomSampler(), mpp_overrides={"boxes": float("nan")})

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from wsistream.errors import NoUsableSlidesError
+from wsistream.errors import NoUsableSlidesError, SamplingExhaustedError
 from wsistream.pipeline import PatchPipeline
 from wsistream.sampling import GridSampler, RandomSampler
 from wsistream.tissue import CLAMTissueDetector
@@ -40,7 +40,8 @@ def test_round_robin_visits_and_retirement(written_20x, written_40x, cmu_svs):
     assert order[:4] == [written_20x, written_40x, written_20x, written_40x]
     pipe = _pipe([written_20x, written_40x], pool_size=2, patches_per_slide=4, patches_per_visit=2)
     assert [r.coordinate.slide_path for r in pipe] == [written_20x] * 2 + [written_40x] * 2 + [written_20x] * 2 + [
-        written_40x] * 2
+        written_40x
+    ] * 2
 
 
 def test_cycle_streams_forever_and_reshuffles(written_20x, written_40x):
@@ -70,8 +71,7 @@ def test_determinism_across_start_methods(method, written_20x, written_40x):
 
 def test_resume_continues_exactly(written_20x, written_40x, cmu_svs):
     slides = [written_20x, written_40x, cmu_svs]
-    full = _take(iter(_pipe(slides, seed=5, pool_size=2, patches_per_slide=5, cycle=True,
-                            slide_sampling="random")), 40)
+    full = _take(iter(_pipe(slides, seed=5, pool_size=2, patches_per_slide=5, cycle=True, slide_sampling="random")), 40)
     stream = iter(_pipe(slides, seed=5, pool_size=2, patches_per_slide=5, cycle=True, slide_sampling="random"))
     _take(stream, 17)
     state = stream.state_dict()
@@ -88,23 +88,41 @@ def test_grid_covers_every_tile_once(written_20x):
     assert len(coords) == len(set(coords)) > 10
     assert coords == sorted(coords, key=lambda xy: (xy[1], xy[0]))  # scan order
     xs = sorted({x for x, _ in coords})
-    assert all((b - a) % 256 == 0 for a, b in zip(xs, xs[1:]))  # 128 px at 1.0 µm/px = 256 level-0 px
+    assert all((b - a) % 256 == 0 for a, b in itertools.pairwise(xs))  # 128 px at 1.0 µm/px = 256 level-0 px
 
 
 def test_without_replacement_uses_each_tile_before_repeating(written_20x):
     sampler = RandomSampler(patch_size=128, target_mpp=1.0, tissue_threshold=0.5)
-    n_tiles = len(list(PatchPipeline(slide_paths=[written_20x], patches_per_slide=-1,
-                                     sampler=GridSampler(patch_size=128, target_mpp=1.0, tissue_threshold=0.5))))
-    pipe = PatchPipeline(slide_paths=[written_20x], sampler=sampler, replacement="without_replacement",
-                         patches_per_slide=7, cycle=True, seed=3)
+    n_tiles = len(
+        list(
+            PatchPipeline(
+                slide_paths=[written_20x],
+                patches_per_slide=-1,
+                sampler=GridSampler(patch_size=128, target_mpp=1.0, tissue_threshold=0.5),
+            )
+        )
+    )
+    pipe = PatchPipeline(
+        slide_paths=[written_20x],
+        sampler=sampler,
+        replacement="without_replacement",
+        patches_per_slide=7,
+        cycle=True,
+        seed=3,
+    )
     coords = [(r.coordinate.x0, r.coordinate.y0) for r in _take(iter(pipe), n_tiles)]
     assert len(set(coords)) == n_tiles  # spread over several reopenings of the slide
 
 
-def test_bad_slides_are_recorded_and_the_stream_goes_on(written_20x, blank_slide, no_mpp_slide, shared_slide,
-                                                        tmp_path):
+def test_bad_slides_are_recorded_and_the_stream_goes_on(written_20x, blank_slide, no_mpp_slide, shared_slide, tmp_path):
     missing = str(tmp_path / "missing.svs")
-    bad = [missing, shared_slide("bad/unopenable.tiff"), blank_slide, no_mpp_slide, shared_slide("boxes.tiff")]
+    bad = [
+        missing,
+        shared_slide("bad/unopenable.tiff"),
+        blank_slide,
+        no_mpp_slide,
+        shared_slide("boxes.tiff"),
+    ]
     pipe = _pipe([*bad, written_20x], pool_size=3, patches_per_slide=5, cycle=True)
     results = _take(iter(pipe), 30)
     assert {r.coordinate.slide_path for r in results} == {written_20x}
@@ -121,8 +139,11 @@ def test_bad_slides_are_recorded_and_the_stream_goes_on(written_20x, blank_slide
 
 
 def test_undecodable_slide_is_recorded(shared_slide, written_20x):
-    pipe = _pipe([shared_slide("bad/unreadable.svs"), written_20x],
-                 sampler=RandomSampler(patch_size=8, level=0, tissue_threshold=0.0), patches_per_slide=3)
+    pipe = _pipe(
+        [shared_slide("bad/unreadable.svs"), written_20x],
+        sampler=RandomSampler(patch_size=8, level=0, tissue_threshold=0.0),
+        patches_per_slide=3,
+    )
     results = list(pipe)
     assert {r.coordinate.slide_path for r in results} == {written_20x}
     assert [f.error_type for f in pipe.failures] == ["TileDecodeError"]
@@ -132,9 +153,12 @@ def test_all_bad_raises_quickly_instead_of_spinning(cmu_svs, blank_slide, tmp_pa
     t0 = time.perf_counter()
     # CLAM's TCGA preset finds no contour on CMU-1-Small-Region (NOTES.md): with cycle=True a
     # naive stream reopens it forever; ours records it and raises.
-    pipe = PatchPipeline(slide_paths=[cmu_svs, blank_slide, str(tmp_path / "x.svs")],
-                         tissue_detector=CLAMTissueDetector.preset("tcga"),
-                         sampler=RandomSampler(patch_size=512, level=0), cycle=True)
+    pipe = PatchPipeline(
+        slide_paths=[cmu_svs, blank_slide, str(tmp_path / "x.svs")],
+        tissue_detector=CLAMTissueDetector.preset("tcga"),
+        sampler=RandomSampler(patch_size=512, level=0),
+        cycle=True,
+    )
     with pytest.raises(NoUsableSlidesError) as err:
         next(iter(pipe))
     assert time.perf_counter() - t0 < 10
@@ -142,28 +166,54 @@ def test_all_bad_raises_quickly_instead_of_spinning(cmu_svs, blank_slide, tmp_pa
     assert len(err.value.failures) == 3
 
 
-def test_exhausted_retries_retire_the_slide_and_a_dead_epoch_raises(cmu_svs):
-    # max_retries=1 with a threshold the windows barely meet: slides retire, and an epoch
-    # without any patch ends the stream with an error rather than cycling forever
-    pipe = _pipe([cmu_svs], sampler=RandomSampler(patch_size=64, target_mpp=1.0, tissue_threshold=1.0,
-                                                  max_retries=1), cycle=True, seed=0)
-    try:
-        results = _take(iter(pipe), 50)
-    except NoUsableSlidesError:
-        results = None
-    if results is None:
-        assert any(f.error_type == "SamplingExhaustedError" for f in pipe.failures)
-    else:
-        assert all(r.tissue_fraction == 1.0 for r in results)
+def test_exhausted_retries_retire_the_slide_and_a_dead_epoch_raises(written_20x):
+    class AlwaysExhausted(RandomSampler):
+        def positions(self, mask, plan, props, rng):
+            yield from itertools.islice(super().positions(mask, plan, props, rng), 2)
+            raise SamplingExhaustedError(props.slide_path, "test: no more candidates")
+
+    pipe = _pipe([written_20x], sampler=AlwaysExhausted(patch_size=64, target_mpp=1.0), cycle=True)
+    results = _take(iter(pipe), 6)  # 2 per visit; the slide is not dead, it is reopened next epoch
+    assert len(results) == 6
+    assert [f.error_type for f in pipe.failures][:2] == ["SamplingExhaustedError"] * 2
+
+    class NeverYields(RandomSampler):
+        def positions(self, mask, plan, props, rng):
+            yield from ()
+
+    pipe = _pipe([written_20x], sampler=NeverYields(patch_size=64, target_mpp=1.0), cycle=True)
+    with pytest.raises(NoUsableSlidesError):
+        next(iter(pipe))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(pool_size=0), "pool_size"),
-    (dict(patches_per_slide=0), "patches_per_slide"),
-    (dict(slide_sampling="shuffle"), "slide_sampling"),
-    (dict(replacement="no"), "replacement"),
-    (dict(slide_paths=[]), "no slide"),
-])
+def test_sampler_gives_up_after_max_retries():
+    import numpy as np
+
+    from wsistream.sampling import plan_read
+    from wsistream.tissue import TissueMask
+    from wsistream.types import SlideProperties
+
+    # isolated 2x2-cell tissue blocks: the aligned window is all tissue, but any jittered
+    # footprint touches a third row/column of glass and fails an exact threshold of 1.0
+    grid = np.zeros((40, 40), bool)
+    grid[4:6, 4:6] = True
+    mask = TissueMask(grid, 8.0, 8.0)
+    props = SlideProperties("/t.svs", ((320, 320),), (1.0,), 0.5, "slide", None, "x", "x")
+    sampler = RandomSampler(patch_size=16, level=0, tissue_threshold=1.0, max_retries=5)
+    with pytest.raises(SamplingExhaustedError, match="5 candidates"):
+        list(sampler.positions(mask, plan_read(props, 16, level=0), props, np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(pool_size=0), "pool_size"),
+        (dict(patches_per_slide=0), "patches_per_slide"),
+        (dict(slide_sampling="shuffle"), "slide_sampling"),
+        (dict(replacement="no"), "replacement"),
+        (dict(slide_paths=[]), "no slide"),
+    ],
+)
 def test_bad_pipeline_config(kwargs, match, written_20x):
     args = dict(slide_paths=[written_20x], sampler=RandomSampler())
     args.update(kwargs)
@@ -175,4 +225,27 @@ def test_folder_and_glob_slide_paths(slide_dir, written_20x, written_40x):
     pipe = PatchPipeline(slide_paths=str(slide_dir), sampler=RandomSampler())
     assert written_20x in pipe.slide_list and written_40x in pipe.slide_list
     assert PatchPipeline(slide_paths=str(slide_dir / "w*.svs"), sampler=RandomSampler()).slide_list == sorted(
-        [written_20x, written_40x])
+        [written_20x, written_40x]
+    )
+
+
+def test_failure_log_and_quarantine(written_20x, blank_slide, tmp_path):
+    import json
+
+    log = tmp_path / "failures.jsonl"
+    missing = str(tmp_path / "gone.svs")
+    slides = [missing, blank_slide, written_20x]
+    pipe = _pipe(slides, patches_per_slide=4, failure_log=log)
+    assert len(list(pipe)) == 4
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {(d["slide_path"], d["error_type"]) for d in lines} == {
+        (missing, "SlideNotFoundError"),
+        (blank_slide, "NoTissueError"),
+    }
+    assert all({"time", "stage", "message", "retired"} <= set(d) for d in lines)
+    assert pipe.failure_summary() == {"SlideNotFoundError": 1, "NoTissueError": 1}
+    # a restarted run skips them up front, reports them, and records no new failure
+    again = _pipe(slides, patches_per_slide=4, skip_known_failures=log)
+    assert again.quarantined == [missing, blank_slide]
+    assert len(list(again)) == 4 and again.failures == []
+    assert again.failure_summary() == {"quarantined": 2}

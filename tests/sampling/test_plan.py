@@ -37,7 +37,7 @@ def test_fixed_level_records_native_mpp_or_none():
 
 
 def test_missing_mpp_is_an_error_naming_the_slide():
-    with pytest.raises(MissingMppError, match="/s.svs.*mpp_overrides"):
+    with pytest.raises(MissingMppError, match=r"/s\.svs.*mpp_overrides"):
         plan_read(props(None), 224, target_mpp=0.5)
 
 

@@ -38,7 +38,8 @@ def test_otsu_finds_the_blob_and_not_the_hole():
 
 
 @pytest.mark.parametrize(
-    "detector", [OtsuTissueDetector(), HSVTissueDetector(), CLAMTissueDetector(), CLAMTissueDetector.preset("tcga")]
+    "detector",
+    [OtsuTissueDetector(), HSVTissueDetector(), CLAMTissueDetector(), CLAMTissueDetector.preset("tcga")],
 )
 def test_blank_background_is_not_tissue(detector):
     rng = np.random.default_rng(0)
@@ -85,7 +86,14 @@ def test_clam_holes_are_cleared():
 def test_clam_presets_and_bad_names():
     tcga = CLAMTissueDetector.preset("TCGA")
     assert (tcga.use_otsu, tcga.sthresh, tcga.mthresh, tcga.close, tcga.a_t, tcga.a_h, tcga.max_n_holes) == (
-        True, 8, 7, 4, 16, 4, 8)
+        True,
+        8,
+        7,
+        4,
+        16,
+        4,
+        8,
+    )
     assert CLAMTissueDetector.preset("dhmc").mthresh == 6
     with pytest.raises(ValueError, match="unknown CLAM preset"):
         CLAMTissueDetector.preset("nope")

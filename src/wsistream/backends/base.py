@@ -110,9 +110,7 @@ class SlideHandle(ABC):
                 return _to_rgb(self._read_level_region(x0, y0, level, width, height))
             out = np.full((height, width, 3), 255, np.uint8)
             if cx1 > cx0 and cy1 > cy0:
-                sub = self._read_level_region(
-                    round(cx0 * ds), round(cy0 * ds), level, cx1 - cx0, cy1 - cy0
-                )
+                sub = self._read_level_region(round(cx0 * ds), round(cy0 * ds), level, cx1 - cx0, cy1 - cy0)
                 ox, oy = cx0 - math.floor(lx), cy0 - math.floor(ly)
                 out[oy : oy + (cy1 - cy0), ox : ox + (cx1 - cx0)] = _to_rgb(sub)
             return out

@@ -21,8 +21,12 @@ def run_demo(out: Path, *, recipe: str = "phikon-v2", seconds: float = 5.0, view
     slide_dir = out / "slides"
     slide_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    slides = [str(p) for p in write_synthetic_cohort(slide_dir, 3, width=6000, height=4500, mpp=0.5, app_mag=20,
-                                                       downsamples=(1, 4, 16), seed=0)]
+    slides = [
+        str(p)
+        for p in write_synthetic_cohort(
+            slide_dir, 3, width=6000, height=4500, mpp=0.5, app_mag=20, downsamples=(1, 4, 16), seed=0
+        )
+    ]
     forty = slide_dir / "demo-40x-levels-1-4-16.svs"
     if not forty.exists():
         write_aperio_svs(forty, width=12000, height=9000, mpp=0.252, app_mag=40, downsamples=(1, 4, 16), seed=7)
@@ -39,8 +43,13 @@ def run_demo(out: Path, *, recipe: str = "phikon-v2", seconds: float = 5.0, view
         count += 1
     loop_s = time.perf_counter() - t_loop
     stream.close()
-    png, _ = preview_slide(pipeline, str(forty), out / "preview.png", n_patches=8,
-                           title=f"recipe {recipe}: what the model is fed")
+    png, _ = preview_slide(
+        pipeline,
+        str(forty),
+        out / "preview.png",
+        n_patches=8,
+        title=f"recipe {recipe}: what the model is fed",
+    )
     return {
         "slides": len(slides),
         "write_slides_s": write_s,

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Stream exact-resolution patches from whole-slide images.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Stream exact-resolution patches from whole-slide images.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 recipes_app = typer.Typer(help="Paper recipes and their deviation tables.", invoke_without_command=True)
 app.add_typer(recipes_app, name="recipes")
 
@@ -25,8 +28,10 @@ def demo(
     stats = run_demo(out, recipe=recipe, seconds=seconds, views=views)
     typer.echo(f"slides: {stats['slides']} (written/reused in {stats['write_slides_s']:.1f} s)")
     typer.echo(f"time to first patch: {stats['time_to_first_patch_s']:.2f} s")
-    typer.echo(f"streamed {stats['patches']} patches at {stats['patches_per_s']:.1f} patches/s "
-               f"(single process, recipe {recipe}, views={views}); delivered {stats['first_mpp']:.4f} µm/px")
+    typer.echo(
+        f"streamed {stats['patches']} patches at {stats['patches_per_s']:.1f} patches/s "
+        f"(single process, recipe {recipe}, views={views}); delivered {stats['first_mpp']:.4f} µm/px"
+    )
     typer.echo(f"failures recorded: {stats['failures']}")
     typer.echo(f"preview: {stats['preview']}")
 

@@ -8,7 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: File extensions collected when a directory is given.
-SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif", ".svslide", ".qptiff")
+SLIDE_EXTENSIONS = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".bif",
+    ".svslide",
+    ".qptiff",
+)
 
 
 def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:

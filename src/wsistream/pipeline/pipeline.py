@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from wsistream.backends.base import SlideBackend, SlideHandle
 from wsistream.backends.openslide import OpenSlideBackend
 from wsistream.pipeline.adapters import DatasetAdapter, PatchFilter
 from wsistream.pipeline.cache import MaskCache
+from wsistream.pipeline.failures import append_failure, read_failure_log
 from wsistream.pipeline.mpp import MppPolicy
 from wsistream.pipeline.paths import resolve_slide_paths
 from wsistream.pipeline.seeding import RngStream, fresh_seed, stream_rng
@@ -26,6 +28,8 @@ from wsistream.sampling.plan import ReadPlan
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
 from wsistream.types import FailureRecord, PatchResult, SlideMetadata, SlideProperties
+
+logger = logging.getLogger("wsistream")
 
 if TYPE_CHECKING:
     from wsistream.transforms.base import PatchTransform
@@ -110,6 +114,11 @@ class PatchPipeline:
         µm/px for slides whose file has none (recorded as source ``"fallback"``).
     max_read_errors : int
         Undecodable regions after which a slide retires. Default 8.
+    failure_log : path, optional
+        Append one JSON line per failure (time, slide, stage, error type, message, retired).
+    skip_known_failures : path, optional
+        A failure log of an earlier run: slides it lists as retired are skipped up
+        front (listed in :attr:`quarantined`) instead of failing again every cycle.
     """
 
     slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -133,6 +142,8 @@ class PatchPipeline:
     mpp_overrides: Mapping[str, float] | str | os.PathLike[str] | None = None
     mpp_fallback: float | None = None
     max_read_errors: int = 8
+    failure_log: str | os.PathLike[str] | None = None
+    skip_known_failures: str | os.PathLike[str] | None = None
 
     failures: list[FailureRecord] = field(default_factory=list, init=False, repr=False)
     stats: PipelineStats = field(default_factory=PipelineStats, init=False, repr=False)
@@ -150,7 +161,9 @@ class PatchPipeline:
         if not isinstance(self.sampler, PatchSampler):
             raise TypeError(f"sampler must be a PatchSampler (e.g. RandomSampler), got {type(self.sampler).__name__}")
         if not isinstance(self.backend, SlideBackend):
-            raise TypeError(f"backend must be a SlideBackend (e.g. OpenSlideBackend()), got {type(self.backend).__name__}")
+            raise TypeError(
+                f"backend must be a SlideBackend (e.g. OpenSlideBackend()), got {type(self.backend).__name__}"
+            )
         if not isinstance(self.tissue_detector, TissueDetector):
             raise TypeError(f"tissue_detector must be a TissueDetector, got {type(self.tissue_detector).__name__}")
         if self.max_overview_side < 16:
@@ -174,6 +187,15 @@ class PatchPipeline:
         #: The seed actually used (drawn once when ``seed=None``).
         self.seed_used = int(self.seed) if self.seed is not None else fresh_seed()
         self._transforms = _compose(self.transforms)
+        #: Slides skipped up front because ``skip_known_failures`` lists them.
+        self.quarantined: list[str] = []
+        if self.skip_known_failures is not None:
+            known = read_failure_log(self.skip_known_failures)
+            self.quarantined = [p for p in self.slide_list if p in known]
+            if self.quarantined:
+                logger.warning(
+                    "wsistream: %d slides quarantined by %s", len(self.quarantined), self.skip_known_failures
+                )
         self._shared_transforms = _compose(self.shared_transforms)
 
     # -- public ------------------------------------------------------------------
@@ -194,6 +216,28 @@ class PatchPipeline:
     def resume(self, state: Mapping[str, Any]) -> PatchStream:
         """A stream that continues exactly where ``PatchStream.state_dict()`` was taken."""
         return PatchStream(self, dict(state))
+
+    @property
+    def quarantined_indices(self) -> list[int]:
+        """Indices into :attr:`slide_list` of the quarantined slides."""
+        wanted = set(self.quarantined)
+        return [i for i, p in enumerate(self.slide_list) if p in wanted]
+
+    def failure_summary(self) -> dict[str, int]:
+        """Failures of this pipeline counted by error type (plus quarantined slides)."""
+        counts: dict[str, int] = {}
+        for f in self.failures:
+            counts[f.error_type] = counts.get(f.error_type, 0) + 1
+        if self.quarantined:
+            counts["quarantined"] = len(self.quarantined)
+        return counts
+
+    def record_failure(self, record: FailureRecord) -> None:
+        """Keep, log once, and append to :attr:`failure_log` when set."""
+        self.failures.append(record)
+        logger.warning("wsistream: %s %s", "skipping" if record.retired else "skipping region of", record)
+        if self.failure_log is not None:
+            append_failure(self.failure_log, record)
 
     # -- used by PatchStream -------------------------------------------------------
     def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:

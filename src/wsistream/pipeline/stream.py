@@ -8,7 +8,6 @@ is small and :meth:`PatchPipeline.resume` continues the exact same stream.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -22,8 +21,6 @@ from wsistream.types import FailureRecord, PatchResult
 
 if TYPE_CHECKING:
     from wsistream.pipeline.pipeline import PatchPipeline
-
-logger = logging.getLogger("wsistream")
 
 #: Failures that will recur every time the slide is opened with this config:
 #: such a slide is not reopened in later epochs.
@@ -41,7 +38,7 @@ class PatchStream(Iterator[PatchResult]):
         self.rr = 0
         self.yielded = 0
         self.yielded_in_epoch = 0
-        self.dead: set[int] = set()
+        self.dead: set[int] = set(pipeline.quarantined_indices)
         self.pool: list[Slot] = []
         self._order = self._epoch_order(0)
         self._finished = False
@@ -83,10 +80,9 @@ class PatchStream(Iterator[PatchResult]):
             return [int(i) for i in stream_rng(self.p.seed_used, RngStream.SLIDE_ORDER, epoch).permutation(n)]
         return list(range(n))
 
-    def _record(self, slide_path: str, stage: str, exc: BaseException) -> None:
-        record = FailureRecord(slide_path, stage, type(exc).__name__, str(exc), time.time())
-        self.p.failures.append(record)
-        logger.warning("wsistream: skipping %s", record)
+    def _record(self, slide_path: str, stage: str, exc: BaseException, retired: bool = True) -> None:
+        record = FailureRecord(slide_path, stage, type(exc).__name__, str(exc), time.time(), retired)
+        self.p.record_failure(record)
 
     def _open(self, counters: SlotCounters) -> Slot | None:
         """Open, plan, mask and start sampling one slide; record and return None on failure."""
@@ -206,7 +202,7 @@ class PatchStream(Iterator[PatchResult]):
             result = p.make_result(slot, position, stream_rng(p.seed_used, RngStream.PATCH, c.assignment, attempt))
         except TileDecodeError as exc:
             c.read_errors += 1
-            self._record(slot.slide_path, "read", exc)
+            self._record(slot.slide_path, "read", exc, retired=False)
             p.stats.read_errors += 1
         if p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide:
             self._retire(slot)

@@ -29,8 +29,9 @@ def overlay_mask(overview: np.ndarray, mask: np.ndarray, alpha: float = 0.35) ->
     import cv2
 
     if mask.shape != overview.shape[:2]:
-        mask = cv2.resize(mask.astype(np.uint8), (overview.shape[1], overview.shape[0]),
-                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        mask = cv2.resize(
+            mask.astype(np.uint8), (overview.shape[1], overview.shape[0]), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
     out = overview.copy()
     colour = np.array(MASK_COLOUR, np.float32)
     out[mask] = ((1 - alpha) * out[mask] + alpha * colour).astype(np.uint8)
@@ -55,8 +56,7 @@ def preview_slide(
     import matplotlib.pyplot as plt
 
     slide = os.fspath(slide_path)
-    single = dataclasses.replace(pipeline, slide_paths=[slide], cycle=False, pool_size=1,
-                                 patches_per_slide=n_patches)
+    single = dataclasses.replace(pipeline, slide_paths=[slide], cycle=False, pool_size=1, patches_per_slide=n_patches)
     results = list(itertools.islice(iter(single), n_patches))
     if not results:
         reason = single.failures[-1] if single.failures else "no patch"

@@ -98,5 +98,14 @@ def recipes_markdown() -> str:
         "",
     ]
     for recipe in list_recipes():
-        parts += [f"## {recipe.name}", "", f"*{recipe.citation}*", "", recipe.summary, "", recipe.table_markdown(), ""]
+        parts += [
+            f"## {recipe.name}",
+            "",
+            f"*{recipe.citation}*",
+            "",
+            recipe.summary,
+            "",
+            recipe.table_markdown(),
+            "",
+        ]
     return "\n".join(parts)

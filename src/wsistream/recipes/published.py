@@ -23,8 +23,13 @@ def _common(backend: SlideBackend | None, seed: int, overrides: dict[str, Any]) 
 
 
 def build_phikon_v2(
-    slide_paths: Slides, *, views: bool = False, coverage: bool = False, backend: SlideBackend | None = None,
-    seed: int = 0, **overrides: Any,
+    slide_paths: Slides,
+    *,
+    views: bool = False,
+    coverage: bool = False,
+    backend: SlideBackend | None = None,
+    seed: int = 0,
+    **overrides: Any,
 ) -> PatchPipeline:
     """Phikon-v2 (Filiot et al., 2024): 224-px tiles at 0.5 µm/px with ≥ 60 % tissue.
 
@@ -65,8 +70,14 @@ def build_phikon(
 
 
 def build_gpfm(
-    slide_paths: Slides, *, dataset: str = "tcga", views: bool = False, coverage: bool = False,
-    backend: SlideBackend | None = None, seed: int = 0, **overrides: Any,
+    slide_paths: Slides,
+    *,
+    dataset: str = "tcga",
+    views: bool = False,
+    coverage: bool = False,
+    backend: SlideBackend | None = None,
+    seed: int = 0,
+    **overrides: Any,
 ) -> PatchPipeline:
     """GPFM (Ma et al., 2024): 512-px patches at native level 0, CLAM segmentation with per-dataset presets."""
     from wsistream.views import dinov2_multicrop
@@ -87,72 +98,165 @@ def build_gpfm(
     )
 
 
-PHIKON_V2 = register(Recipe(
-    name="phikon-v2",
-    citation="Filiot et al., Phikon-v2, A large and public feature extractor for biomarker prediction, 2024",
-    summary="DINOv2 ViT-L/16 on 456M tiles; 224-px tiles at 20x (0.5 µm/px) with >= 60 % tissue.",
-    build=build_phikon_v2,
-    rows=(
-        DeviationRow("Tissue detection", "In-house bi-directional U-Net at 2.5x (not released)",
-                     "OtsuTissueDetector", "Unavailable", note="weights not public; heuristic substitute"),
-        DeviationRow("Tissue threshold", "60 % tissue per tile", "tissue_threshold=0.6", "Exact",
-                     _RES + "test_tissue_threshold_is_met"),
-        DeviationRow("Tile size", "224x224", "patch_size=224", "Exact",
-                     _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch"),
-        DeviationRow("Magnification", "20x (0.5 µm/px)", "target_mpp=0.5, area-resampled from the finest level",
-                     "Exact", _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch"),
-        DeviationRow("Extraction", "Offline, all non-overlapping tiles",
-                     "coverage=True: every grid tile once per epoch, seeded order", "Exact",
-                     "tests/pipeline/test_stream.py::test_grid_covers_every_tile_once",
-                     note="default coverage=False streams random positions"),
-        DeviationRow("DINOv2 global crops", "2 x 224, scale (0.32, 1.0) (Ext. Table 5)",
-                     "dinov2_multicrop(224, 96): global_0, global_1", "Exact", _VIEWS + "test_phikon_v2_views"),
-        DeviationRow("DINOv2 local crops", "8 x 96, scale (0.05, 0.32) (Ext. Table 5)",
-                     "local_0..local_7, 96 px", "Exact", _VIEWS + "test_phikon_v2_views"),
-        DeviationRow("Per-crop augmentations", "DINOv2 defaults", "DINOv2 DataAugmentationDINO chain",
-                     "Exact", _VIEWS + "test_phikon_v2_views"),
-        DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data"),
-    ),
-))
+PHIKON_V2 = register(
+    Recipe(
+        name="phikon-v2",
+        citation="Filiot et al., Phikon-v2, A large and public feature extractor for biomarker prediction, 2024",
+        summary="DINOv2 ViT-L/16 on 456M tiles; 224-px tiles at 20x (0.5 µm/px) with >= 60 % tissue.",
+        build=build_phikon_v2,
+        rows=(
+            DeviationRow(
+                "Tissue detection",
+                "In-house bi-directional U-Net at 2.5x (not released)",
+                "OtsuTissueDetector",
+                "Unavailable",
+                note="weights not public; heuristic substitute",
+            ),
+            DeviationRow(
+                "Tissue threshold",
+                "60 % tissue per tile",
+                "tissue_threshold=0.6",
+                "Exact",
+                _RES + "test_tissue_threshold_is_met",
+            ),
+            DeviationRow(
+                "Tile size",
+                "224x224",
+                "patch_size=224",
+                "Exact",
+                _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+            ),
+            DeviationRow(
+                "Magnification",
+                "20x (0.5 µm/px)",
+                "target_mpp=0.5, area-resampled from the finest level",
+                "Exact",
+                _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+            ),
+            DeviationRow(
+                "Extraction",
+                "Offline, all non-overlapping tiles",
+                "coverage=True: every grid tile once per epoch, seeded order",
+                "Exact",
+                "tests/pipeline/test_stream.py::test_grid_covers_every_tile_once",
+                note="default coverage=False streams random positions",
+            ),
+            DeviationRow(
+                "DINOv2 global crops",
+                "2 x 224, scale (0.32, 1.0) (Ext. Table 5)",
+                "dinov2_multicrop(224, 96): global_0, global_1",
+                "Exact",
+                _VIEWS + "test_phikon_v2_views",
+            ),
+            DeviationRow(
+                "DINOv2 local crops",
+                "8 x 96, scale (0.05, 0.32) (Ext. Table 5)",
+                "local_0..local_7, 96 px",
+                "Exact",
+                _VIEWS + "test_phikon_v2_views",
+            ),
+            DeviationRow(
+                "Per-crop augmentations",
+                "DINOv2 defaults",
+                "DINOv2 DataAugmentationDINO chain",
+                "Exact",
+                _VIEWS + "test_phikon_v2_views",
+            ),
+            DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data"),
+        ),
+    )
+)
 
-PHIKON = register(Recipe(
-    name="phikon",
-    citation="Filiot et al., Scaling Self-Supervised Learning for Histopathology with Masked Image Modeling, 2023",
-    summary="iBOT ViT-B/16 on 40M TCGA tiles: DeepZoom 224-px tiles at 20x, 'all matter' tiles.",
-    build=build_phikon,
-    rows=(
-        DeviationRow("Tiling", "DeepZoomGenerator(tile_size=224, overlap=0) at 0.5 µm/px",
-                     "GridSampler(224, target_mpp=0.5): level-0 grid", "Approximate",
-                     note="grid origin and tile footprint match; DeepZoom level rounding not reproduced"),
-        DeviationRow("Foreground filter", "'all matter' tiles (not specified further)", "Otsu, >= 50 % tissue",
-                     "Unverified"),
-        DeviationRow("Tile size", "224x224", "patch_size=224", "Exact",
-                     _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch"),
-        DeviationRow("Magnification", "20x (0.5 µm/px)", "target_mpp=0.5", "Exact",
-                     _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch"),
-        DeviationRow("iBOT multi-crop", "not stated in the paper", "none", "Unverified"),
-    ),
-))
+PHIKON = register(
+    Recipe(
+        name="phikon",
+        citation="Filiot et al., Scaling Self-Supervised Learning for Histopathology with Masked Image Modeling, 2023",
+        summary="iBOT ViT-B/16 on 40M TCGA tiles: DeepZoom 224-px tiles at 20x, 'all matter' tiles.",
+        build=build_phikon,
+        rows=(
+            DeviationRow(
+                "Tiling",
+                "DeepZoomGenerator(tile_size=224, overlap=0) at 0.5 µm/px",
+                "GridSampler(224, target_mpp=0.5): level-0 grid",
+                "Approximate",
+                note="grid origin and tile footprint match; DeepZoom level rounding not reproduced",
+            ),
+            DeviationRow(
+                "Foreground filter",
+                "'all matter' tiles (not specified further)",
+                "Otsu, >= 50 % tissue",
+                "Unverified",
+            ),
+            DeviationRow(
+                "Tile size",
+                "224x224",
+                "patch_size=224",
+                "Exact",
+                _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+            ),
+            DeviationRow(
+                "Magnification",
+                "20x (0.5 µm/px)",
+                "target_mpp=0.5",
+                "Exact",
+                _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+            ),
+            DeviationRow("iBOT multi-crop", "not stated in the paper", "none", "Unverified"),
+        ),
+    )
+)
 
-GPFM = register(Recipe(
-    name="gpfm",
-    citation="Ma et al., Towards a generalizable pathology foundation model via unified knowledge distillation, 2024",
-    summary="512-px patches at native level 0 (resolution deliberately not normalised), CLAM presets per dataset "
-            f"({', '.join(sorted(CLAM_PRESETS))}).",
-    build=build_gpfm,
-    rows=(
-        DeviationRow("Tissue detection", "CLAM with dataset-specific presets", "CLAMTissueDetector.preset(dataset)",
-                     "Approximate", note="TCGA/BCNB/DHMC presets; overview level differs from CLAM's seg_level"),
-        DeviationRow("Tissue threshold", "CLAM contour containment", "mask-fraction threshold", "Approximate",
-                     note="containment criterion not implemented yet"),
-        DeviationRow("Patch size", "512x512", "patch_size=512", "Exact",
-                     _RES + "test_native_level0_records_real_mpp"),
-        DeviationRow("Resolution", "Level 0, native (not normalised)", "level=0, real µm/px recorded", "Exact",
-                     _RES + "test_native_level0_records_real_mpp"),
-        DeviationRow("Extraction", "Offline non-overlapping grid", "coverage=True: every grid tile once per epoch",
-                     "Exact", "tests/pipeline/test_stream.py::test_grid_covers_every_tile_once"),
-        DeviationRow("Local-global crops", "Not enumerated in the paper", "DINOv2 defaults, local 98 px (ViT-L/14)",
-                     "Unverified"),
-        DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data"),
-    ),
-))
+GPFM = register(
+    Recipe(
+        name="gpfm",
+        citation="Ma et al., Towards a generalizable pathology foundation model via unified knowledge distillation, "
+        "2024",
+        summary="512-px patches at native level 0 (resolution deliberately not normalised), CLAM presets per dataset "
+        f"({', '.join(sorted(CLAM_PRESETS))}).",
+        build=build_gpfm,
+        rows=(
+            DeviationRow(
+                "Tissue detection",
+                "CLAM with dataset-specific presets",
+                "CLAMTissueDetector.preset(dataset)",
+                "Approximate",
+                note="TCGA/BCNB/DHMC presets; overview level differs from CLAM's seg_level",
+            ),
+            DeviationRow(
+                "Tissue threshold",
+                "CLAM contour containment",
+                "mask-fraction threshold",
+                "Approximate",
+                note="containment criterion not implemented yet",
+            ),
+            DeviationRow(
+                "Patch size",
+                "512x512",
+                "patch_size=512",
+                "Exact",
+                _RES + "test_native_level0_records_real_mpp",
+            ),
+            DeviationRow(
+                "Resolution",
+                "Level 0, native (not normalised)",
+                "level=0, real µm/px recorded",
+                "Exact",
+                _RES + "test_native_level0_records_real_mpp",
+            ),
+            DeviationRow(
+                "Extraction",
+                "Offline non-overlapping grid",
+                "coverage=True: every grid tile once per epoch",
+                "Exact",
+                "tests/pipeline/test_stream.py::test_grid_covers_every_tile_once",
+            ),
+            DeviationRow(
+                "Local-global crops",
+                "Not enumerated in the paper",
+                "DINOv2 defaults, local 98 px (ViT-L/14)",
+                "Unverified",
+            ),
+            DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data"),
+        ),
+    )
+)

@@ -53,8 +53,13 @@ class PatchSampler(ABC):
         """Yield positions; raise :class:`~wsistream.errors.NoTissueError` when none can qualify."""
 
 
-def validate_common(patch_size: int, level: int | None, target_mpp: float | None, tissue_threshold: float,
-                    mpp_tolerance: float = DEFAULT_MPP_TOLERANCE) -> None:
+def validate_common(
+    patch_size: int,
+    level: int | None,
+    target_mpp: float | None,
+    tissue_threshold: float,
+    mpp_tolerance: float = DEFAULT_MPP_TOLERANCE,
+) -> None:
     """Shared constructor checks; messages say what to pass instead."""
     if patch_size < 1:
         raise ValueError(f"patch_size must be >= 1, got {patch_size}")

@@ -70,7 +70,8 @@ class GridSampler(PatchSampler):
         if not tiles:
             raise NoTissueError(
                 props.slide_path,
-                f"no grid tile of {plan.footprint_level0:.0f} level-0 px has tissue fraction >= {self.tissue_threshold}",
+                f"no grid tile of {plan.footprint_level0:.0f} level-0 px has tissue fraction "
+                f">= {self.tissue_threshold}",
             )
         order = rng.permutation(len(tiles)) if self.shuffle else range(len(tiles))
         for i in order:

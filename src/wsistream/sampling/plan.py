@@ -109,8 +109,9 @@ def plan_read(
             read_size = patch_size
         else:
             read_size = max(1, round(patch_size * target_mpp / level_mpp))
-        plan = ReadPlan(chosen, read_size, patch_size, props.level_downsamples[chosen],
-                        level_mpp * read_size / patch_size)
+        plan = ReadPlan(
+            chosen, read_size, patch_size, props.level_downsamples[chosen], level_mpp * read_size / patch_size
+        )
     else:
         lvl = 0 if level is None else level
         if not 0 <= lvl < props.level_count:

@@ -38,9 +38,10 @@ class TissueMask:
 
     @cached_property
     def _integral(self) -> np.ndarray:
-        integral = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), np.int64)
-        integral[1:, 1:] = np.cumsum(np.cumsum(self.mask, axis=0, dtype=np.int64), axis=1)
-        return integral
+        """Summed-area table (H+1, W+1), int32 (exact up to 2^31 cells)."""
+        import cv2
+
+        return cv2.integral(self.mask.astype(np.uint8), sdepth=cv2.CV_32S)
 
     @property
     def tissue_fraction(self) -> float:
@@ -80,7 +81,7 @@ class TissueMask:
             return np.zeros((0, 0), np.float32)
         ii = self._integral
         sums = ii[cells_y:, cells_x:] - ii[:-cells_y, cells_x:] - ii[cells_y:, :-cells_x] + ii[:-cells_y, :-cells_x]
-        return (sums / float(cells_x * cells_y)).astype(np.float32)
+        return sums.astype(np.float32) * np.float32(1.0 / (cells_x * cells_y))
 
 
 class TissueDetector(ABC):

@@ -110,14 +110,14 @@ class CLAMTissueDetector(TissueDetector):
         ref_area = int(self.ref_patch_size**2 / (dsx * dsy))
         tissue, holes = self._filter(binary, self.a_t * ref_area, self.a_h * ref_area)
         mask = np.zeros(binary.shape, np.uint8)
-        for contour, contour_holes in zip(tissue, holes):
+        for contour, contour_holes in zip(tissue, holes, strict=True):
             cv2.drawContours(mask, [contour], -1, 1, thickness=cv2.FILLED)
             if contour_holes:
                 cv2.drawContours(mask, contour_holes, -1, 0, thickness=cv2.FILLED)
         scale = np.array([dsx, dsy])
         level0 = tuple(
             (contour.reshape(-1, 2) * scale, tuple(h.reshape(-1, 2) * scale for h in contour_holes))
-            for contour, contour_holes in zip(tissue, holes)
+            for contour, contour_holes in zip(tissue, holes, strict=True)
         )
         return TissueMask(mask.astype(bool), dsx, dsy, contours=level0)
 

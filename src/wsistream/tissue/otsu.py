@@ -8,7 +8,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from wsistream.tissue.base import TissueDetector, TissueMask, saturation
+from wsistream.tissue.base import TissueDetector, TissueMask
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,16 @@ class OtsuTissueDetector(TissueDetector):
 
     def detect(self, overview: np.ndarray, downsample: tuple[float, float]) -> TissueMask:
         """Threshold the overview; see the class docstring."""
+        hsv = cv2.cvtColor(overview, cv2.COLOR_RGB2HSV)
         if self.channel == "saturation":
-            channel = saturation(overview)
+            channel = hsv[:, :, 1].copy()
         else:
             channel = 255 - cv2.cvtColor(overview, cv2.COLOR_RGB2GRAY)
         channel = cv2.medianBlur(channel, self.blur_ksize)
         otsu, _ = cv2.threshold(channel, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         mask = channel > max(float(otsu), float(self.min_threshold))
         if self.min_brightness > 0:
-            mask &= overview.max(axis=2) >= self.min_brightness
+            mask &= hsv[:, :, 2] >= self.min_brightness  # HSV value = max(R, G, B)
         mask = clean_mask(mask, self.close_ksize, self.min_area_fraction)
         return TissueMask(mask, float(downsample[0]), float(downsample[1]))
 
@@ -84,7 +85,7 @@ def clean_mask(mask: np.ndarray, close_ksize: int, min_area_fraction: float) -> 
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_ksize, close_ksize))
         out = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)
     if min_area_fraction > 0 and out.any():
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(out, connectivity=8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(out, connectivity=8)
         keep = stats[:, cv2.CC_STAT_AREA] >= min_area_fraction * out.size
         keep[0] = False
         out = keep[labels].astype(np.uint8)
