@@ -245,8 +245,7 @@ class PatchPipeline:
         key = (props.slide_path, repr(self.tissue_detector), self.max_overview_side)
         mask = self._mask_cache.get(key)
         if mask is None:
-            overview, downsample = handle.read_overview(self.max_overview_side)
-            mask = self.tissue_detector.detect(overview, downsample)
+            mask = self.tissue_detector.detect_slide(handle, props, self.max_overview_side)
             self._mask_cache.put(key, mask)
         return mask
 

@@ -12,8 +12,13 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wsistream.backends.base import SlideHandle
+    from wsistream.types import SlideProperties
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,16 @@ class TissueDetector(ABC):
     Subclasses are frozen dataclasses, so ``repr(detector)`` is a complete,
     stable description of the configuration (used as the mask-cache key).
     """
+
+    def detect_slide(self, handle: SlideHandle, props: SlideProperties, max_side: int) -> TissueMask:
+        """Mask of an opened slide: by default :meth:`detect` on the ``max_side`` overview.
+
+        Detectors that need the slide at a stated µm/px, or that cache masks on
+        disk (:class:`~wsistream.tissue.ModelTissueDetector`), override this.
+        ``props`` carries the µm/px the pipeline resolved (overrides included).
+        """
+        overview, downsample = handle.read_overview(max_side)
+        return self.detect(overview, downsample)
 
     @abstractmethod
     def detect(self, overview: np.ndarray, downsample: tuple[float, float]) -> TissueMask:
