@@ -112,3 +112,27 @@ def test_errors_pickle_with_their_slide():
 
     err = pickle.loads(pickle.dumps(TileDecodeError("/x/a.svs", "bad tile")))
     assert isinstance(err, TileDecodeError) and err.slide_path == "/x/a.svs" and str(err) == "/x/a.svs: bad tile"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_one_corrupt_tile_costs_one_region(backend, tmp_path):
+    from wsistream.synthetic import write_aperio_svs
+
+    path = write_aperio_svs(
+        tmp_path / "corrupt.svs",
+        width=960,
+        height=720,
+        mpp=0.5,
+        app_mag=20,
+        downsamples=(1, 4),
+        tile_size=240,
+        corrupt_tile=(1, 1),
+        seed=5,
+    )
+    with backend.open(path) as h:
+        good_before = h.read_region(0, 0, 0, (100, 100))
+        with pytest.raises(TileDecodeError, match="corrupt.svs"):
+            h.read_region(250, 250, 0, (50, 50))  # inside tile (1, 1)
+        # the handle keeps working after the error (OpenSlide's handle is reopened)
+        np.testing.assert_array_equal(h.read_region(0, 0, 0, (100, 100)), good_before)
+        assert h.read_region(500, 500, 0, (50, 50)).shape == (50, 50, 3)

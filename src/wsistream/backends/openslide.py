@@ -50,9 +50,25 @@ class _OpenSlideHandle(SlideHandle):
         if cache_bytes > 0:
             osr.set_cache(_shared_cache(cache_bytes))
         self._osr = osr
+        self._cache_bytes = cache_bytes
 
     def _read_level_region(self, x0: int, y0: int, level: int, width: int, height: int) -> np.ndarray:
-        return np.asarray(self._osr.read_region((x0, y0), level, (width, height)))
+        try:
+            return np.asarray(self._osr.read_region((x0, y0), level, (width, height)))
+        except Exception:
+            # An OpenSlide handle stays in its error state after one failed read
+            # (every later read fails too); reopen it so one corrupt tile costs one
+            # region, not the rest of the slide.
+            self._reopen()
+            raise
+
+    def _reopen(self) -> None:
+        import openslide
+
+        self._osr.close()
+        self._osr = openslide.OpenSlide(self.slide_path)
+        if self._cache_bytes > 0:
+            self._osr.set_cache(_shared_cache(self._cache_bytes))
 
     def close(self) -> None:
         self._osr.close()

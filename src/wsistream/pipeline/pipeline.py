@@ -24,6 +24,7 @@ from wsistream.pipeline.slot import Slot, SlotCounters
 from wsistream.pipeline.stream import PatchStream
 from wsistream.sampling.base import PatchSampler, Position
 from wsistream.sampling.grid import GridSampler
+from wsistream.sampling.random import RandomSampler
 from wsistream.sampling.plan import ReadPlan
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
@@ -158,6 +159,11 @@ class PatchPipeline:
             raise ValueError(f"slide_sampling={self.slide_sampling!r}; pass 'sequential' or 'random'")
         if self.replacement not in ("with_replacement", "without_replacement"):
             raise ValueError(f"replacement={self.replacement!r}; pass 'with_replacement' or 'without_replacement'")
+        if self.replacement == "without_replacement" and not isinstance(self.sampler, (RandomSampler, GridSampler)):
+            raise ValueError(
+                f"replacement='without_replacement' needs a fixed-resolution RandomSampler or a GridSampler, "
+                f"not {type(self.sampler).__name__}; pass replacement='with_replacement'"
+            )
         if not isinstance(self.sampler, PatchSampler):
             raise TypeError(f"sampler must be a PatchSampler (e.g. RandomSampler), got {type(self.sampler).__name__}")
         if not isinstance(self.backend, SlideBackend):
@@ -258,7 +264,7 @@ class PatchPipeline:
         counters: SlotCounters,
     ) -> Iterator[Position]:
         """Positions of one slide visit (honours ``replacement``)."""
-        if self.replacement == "with_replacement" or isinstance(self.sampler, GridSampler):
+        if self.replacement == "with_replacement" or not isinstance(self.sampler, RandomSampler):
             return self.sampler.positions(mask, plan, props, rng)
         grid = GridSampler(
             patch_size=self.sampler.patch_size,
@@ -266,6 +272,7 @@ class PatchPipeline:
             level=self.sampler.level,
             tissue_threshold=self.sampler.tissue_threshold,
             mpp_tolerance=self.sampler.mpp_tolerance,
+            tissue_criterion=self.sampler.tissue_criterion,
         )
         tiles = list(grid.positions(mask, plan, props, rng))  # scan order; raises NoTissueError if empty
         return _without_replacement(tiles, self.seed_used, counters, self.patches_per_slide)
@@ -283,7 +290,8 @@ class PatchPipeline:
 
     def make_result(self, slot: Slot, position: Position, rng: np.random.Generator) -> PatchResult | None:
         """Read, filter, transform and build the views of one patch (``None`` if filtered)."""
-        image = slot.read(position.x0, position.y0, slot.plan)
+        plan = position.plan or slot.plan
+        image = slot.read(position.x0, position.y0, plan)
         if self.patch_filter is not None and not self.patch_filter.accept(image):
             self.stats.patches_filtered += 1
             return None
@@ -301,7 +309,7 @@ class PatchPipeline:
             image = self._transforms(image, rng)
         return PatchResult(
             image=image,
-            coordinate=slot.coordinate(position.x0, position.y0, slot.plan),
+            coordinate=slot.coordinate(position.x0, position.y0, plan),
             tissue_fraction=position.tissue_fraction,
             slide_metadata=slot.metadata,
             views=views,

@@ -76,8 +76,9 @@ class Slot:
         if plan is None:
             plan = plan_read(self.metadata.properties, self.plan.patch_size, target_mpp=target_mpp, tolerance=tolerance)
             self._view_plans[target_mpp] = plan
-        centre_x = position.x0 + self.plan.footprint_level0 / 2
-        centre_y = position.y0 + self.plan.footprint_level0 / 2
+        own = position.plan or self.plan
+        centre_x = position.x0 + own.footprint_level0 / 2
+        centre_y = position.y0 + own.footprint_level0 / 2
         x0 = math.floor(centre_x - plan.footprint_level0 / 2)
         y0 = math.floor(centre_y - plan.footprint_level0 / 2)
         return self.read(x0, y0, plan)

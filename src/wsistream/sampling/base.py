@@ -5,22 +5,31 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan, plan_read
 from wsistream.tissue.base import TissueMask
+from wsistream.tissue.containment import clam_keeps, level0_contours
 from wsistream.types import SlideProperties
+
+
+TissueCriterion = Literal["fraction", "four_pt", "four_pt_hard", "center"]
 
 
 @dataclass(frozen=True)
 class Position:
-    """A patch position: level-0 top-left corner and its tissue fraction."""
+    """A patch position: level-0 top-left corner, its tissue fraction, and its read plan.
+
+    ``plan`` is set by samplers whose resolution varies per patch (the
+    magnification samplers); otherwise the slide's plan applies.
+    """
 
     x0: int
     y0: int
     tissue_fraction: float
+    plan: ReadPlan | None = None
 
 
 class PatchSampler(ABC):
@@ -39,12 +48,32 @@ class PatchSampler(ABC):
     target_mpp: float | None
     tissue_threshold: float
     mpp_tolerance: float
+    tissue_criterion: TissueCriterion = "fraction"
 
     def plan(self, props: SlideProperties) -> ReadPlan:
         """The read plan of this sampler on a slide (raises for unusable slides)."""
         return plan_read(
             props, self.patch_size, level=self.level, target_mpp=self.target_mpp, tolerance=self.mpp_tolerance
         )
+
+    def accepts(self, mask: TissueMask, x0: float, y0: float, footprint0: float) -> tuple[bool, float]:
+        """Tissue test of a level-0 box: ``(kept, tissue fraction)``.
+
+        ``tissue_criterion="fraction"`` keeps boxes whose mask fraction is at
+        least ``tissue_threshold``; the CLAM criteria reproduce CLAM's contour
+        containment (:mod:`wsistream.tissue.containment`) with the footprint as
+        the reference patch.
+        """
+        fraction = mask.fraction_in(x0, y0, footprint0, footprint0)
+        if self.tissue_criterion == "fraction":
+            return fraction >= self.tissue_threshold and fraction > 0, fraction
+        kept = clam_keeps(level0_contours(mask), x0, y0, round(footprint0), self.tissue_criterion)
+        return kept, fraction
+
+    @property
+    def window_threshold(self) -> float:
+        """Minimum window fraction for a candidate (the threshold itself, or any tissue for CLAM criteria)."""
+        return max(self.tissue_threshold, 1e-9) if self.tissue_criterion == "fraction" else 1e-9
 
     @abstractmethod
     def positions(
@@ -59,6 +88,7 @@ def validate_common(
     target_mpp: float | None,
     tissue_threshold: float,
     mpp_tolerance: float = DEFAULT_MPP_TOLERANCE,
+    tissue_criterion: str = "fraction",
 ) -> None:
     """Shared constructor checks; messages say what to pass instead."""
     if patch_size < 1:
@@ -71,6 +101,11 @@ def validate_common(
         raise ValueError(f"target_mpp must be > 0 µm/px (e.g. 0.5 for 20x), got {target_mpp}")
     if not 0.0 <= tissue_threshold <= 1.0:
         raise ValueError(f"tissue_threshold is a fraction of the patch; pass a value in [0, 1], got {tissue_threshold}")
+    if tissue_criterion not in ("fraction", "four_pt", "four_pt_hard", "center"):
+        raise ValueError(
+            f"tissue_criterion={tissue_criterion!r}; pass 'fraction' or a CLAM contour check "
+            "('four_pt', 'four_pt_hard', 'center')"
+        )
     if not 0.0 <= mpp_tolerance < 0.5:
         raise ValueError(f"mpp_tolerance is relative; pass a value in [0, 0.5), got {mpp_tolerance}")
 

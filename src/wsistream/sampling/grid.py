@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from wsistream.errors import NoTissueError
-from wsistream.sampling.base import PatchSampler, Position, validate_common
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, validate_common
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan
 from wsistream.tissue.base import TissueMask
 from wsistream.types import SlideProperties
@@ -31,6 +31,8 @@ class GridSampler(PatchSampler):
         Grid step in delivered pixels. Default: ``patch_size``.
     shuffle : bool
         Yield the tiles in a random order drawn from the pipeline's generator.
+    tissue_criterion : {"fraction", "four_pt", "four_pt_hard", "center"}
+        Mask-fraction threshold, or CLAM's contour containment (GPFM's extraction).
     """
 
     finite: ClassVar[bool] = True
@@ -42,9 +44,17 @@ class GridSampler(PatchSampler):
     tissue_threshold: float = 0.4
     shuffle: bool = False
     mpp_tolerance: float = DEFAULT_MPP_TOLERANCE
+    tissue_criterion: TissueCriterion = "fraction"
 
     def __post_init__(self) -> None:
-        validate_common(self.patch_size, self.level, self.target_mpp, self.tissue_threshold, self.mpp_tolerance)
+        validate_common(
+            self.patch_size,
+            self.level,
+            self.target_mpp,
+            self.tissue_threshold,
+            self.mpp_tolerance,
+            self.tissue_criterion,
+        )
         if self.stride is not None and self.stride < 1:
             raise ValueError(f"stride must be >= 1 pixel, got {self.stride}")
 
@@ -57,8 +67,8 @@ class GridSampler(PatchSampler):
         tiles = []
         for y in ys:
             for x in xs:
-                fraction = mask.fraction_in(x, y, foot, foot)
-                if fraction >= self.tissue_threshold and fraction > 0:
+                kept, fraction = self.accepts(mask, x, y, foot)
+                if kept:
                     tiles.append(Position(round(x), round(y), fraction))
         return tiles
 

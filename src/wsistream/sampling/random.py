@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,22 +10,58 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsistream.errors import NoTissueError, SamplingExhaustedError
-from wsistream.sampling.base import PatchSampler, Position, fitting_windows, validate_common
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, fitting_windows, validate_common
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan
 from wsistream.tissue.base import TissueMask
 from wsistream.types import SlideProperties
 
 
-@dataclass(frozen=True)
-class RandomSampler(PatchSampler):
-    """Uniformly random positions whose footprint is at least ``tissue_threshold`` tissue.
+class WindowDraw:
+    """Uniform draws among the qualifying footprint windows of one slide at one read plan.
 
     Candidates are drawn uniformly among the mask windows that already meet
     the threshold (a summed-area table gives every window's fraction at once),
-    then jittered within their mask cell and checked exactly; so sparse slides
-    cost no more than dense ones, and a slide where no window can qualify is
-    reported (:class:`~wsistream.errors.NoTissueError`) instead of retried
-    forever.
+    jittered within their mask cell and checked exactly with
+    :meth:`PatchSampler.accepts`.  A slide where no window can qualify raises
+    :class:`~wsistream.errors.NoTissueError` at construction; ``max_retries``
+    failed checks in a row raise :class:`~wsistream.errors.SamplingExhaustedError`.
+    """
+
+    def __init__(
+        self, sampler: PatchSampler, mask: TissueMask, plan: ReadPlan, props: SlideProperties, max_retries: int
+    ) -> None:
+        fractions, _, _ = fitting_windows(mask, plan, props)
+        self.rows, self.cols = np.nonzero(fractions >= sampler.window_threshold) if fractions.size else ((), ())
+        if len(self.rows) == 0:
+            raise NoTissueError(
+                props.slide_path,
+                f"no {plan.footprint_level0:.0f}-px (level-0) window has tissue fraction >= "
+                f"{sampler.tissue_threshold} (slide tissue fraction {mask.tissue_fraction:.3f})",
+            )
+        self.sampler, self.mask, self.plan, self.props, self.max_retries = sampler, mask, plan, props, max_retries
+        self.max_x0 = max(0, math.floor(props.level0_width - plan.footprint_level0))
+        self.max_y0 = max(0, math.floor(props.level0_height - plan.footprint_level0))
+
+    def draw(self, rng: np.random.Generator, with_plan: bool = False) -> Position:
+        """One accepted position."""
+        mask, foot = self.mask, self.plan.footprint_level0
+        for _ in range(self.max_retries):
+            pick = int(rng.integers(len(self.rows)))
+            x0 = min(self.max_x0, int((self.cols[pick] + rng.random()) * mask.downsample_x))
+            y0 = min(self.max_y0, int((self.rows[pick] + rng.random()) * mask.downsample_y))
+            kept, fraction = self.sampler.accepts(mask, x0, y0, foot)
+            if kept:
+                return Position(x0, y0, fraction, self.plan if with_plan else None)
+        raise SamplingExhaustedError(
+            self.props.slide_path,
+            f"{self.max_retries} candidates in a row failed the tissue check "
+            f"({self.sampler.tissue_criterion}, threshold {self.sampler.tissue_threshold})",
+        )
+
+
+@dataclass(frozen=True)
+class RandomSampler(PatchSampler):
+    """Uniformly random positions whose footprint passes the tissue check (see :class:`WindowDraw`).
 
     Parameters
     ----------
@@ -44,6 +81,9 @@ class RandomSampler(PatchSampler):
         retired (:class:`~wsistream.errors.SamplingExhaustedError`). Default 100.
     mpp_tolerance : float
         Relative µm/px tolerance (default 2 %).
+    tissue_criterion : {"fraction", "four_pt", "four_pt_hard", "center"}
+        Mask-fraction threshold, or CLAM's contour containment
+        (:mod:`wsistream.tissue.containment`).
     """
 
     patch_size: int = 224
@@ -53,9 +93,17 @@ class RandomSampler(PatchSampler):
     tissue_threshold: float = 0.4
     max_retries: int = 100
     mpp_tolerance: float = DEFAULT_MPP_TOLERANCE
+    tissue_criterion: TissueCriterion = "fraction"
 
     def __post_init__(self) -> None:
-        validate_common(self.patch_size, self.level, self.target_mpp, self.tissue_threshold, self.mpp_tolerance)
+        validate_common(
+            self.patch_size,
+            self.level,
+            self.target_mpp,
+            self.tissue_threshold,
+            self.mpp_tolerance,
+            self.tissue_criterion,
+        )
         if self.num_patches == 0 or self.num_patches < -1:
             raise ValueError(f"num_patches must be >= 1, or -1 for endless, got {self.num_patches}")
         if self.max_retries < 1:
@@ -65,31 +113,6 @@ class RandomSampler(PatchSampler):
         self, mask: TissueMask, plan: ReadPlan, props: SlideProperties, rng: np.random.Generator
     ) -> Iterator[Position]:
         """Yield ``num_patches`` positions (endless with -1)."""
-        fractions, _, _ = fitting_windows(mask, plan, props)
-        rows, cols = np.nonzero(fractions >= max(self.tissue_threshold, 1e-9)) if fractions.size else ((), ())
-        if len(rows) == 0:
-            raise NoTissueError(
-                props.slide_path,
-                f"no {plan.footprint_level0:.0f}-px (level-0) window has tissue fraction >= "
-                f"{self.tissue_threshold} (slide tissue fraction {mask.tissue_fraction:.3f})",
-            )
-        foot = plan.footprint_level0
-        max_x0 = max(0, math.floor(props.level0_width - foot))
-        max_y0 = max(0, math.floor(props.level0_height - foot))
-        produced, failures = 0, 0
-        while self.num_patches < 0 or produced < self.num_patches:
-            pick = int(rng.integers(len(rows)))
-            x0 = min(max_x0, int((cols[pick] + rng.random()) * mask.downsample_x))
-            y0 = min(max_y0, int((rows[pick] + rng.random()) * mask.downsample_y))
-            fraction = mask.fraction_in(x0, y0, foot, foot)
-            if fraction >= self.tissue_threshold:
-                failures = 0
-                produced += 1
-                yield Position(x0, y0, fraction)
-                continue
-            failures += 1
-            if failures >= self.max_retries:
-                raise SamplingExhaustedError(
-                    props.slide_path,
-                    f"{self.max_retries} candidates in a row had tissue fraction < {self.tissue_threshold}",
-                )
+        draws = WindowDraw(self, mask, plan, props, self.max_retries)
+        count = None if self.num_patches < 0 else self.num_patches
+        return (draws.draw(rng) for _ in itertools.islice(itertools.count(), count))
