@@ -64,7 +64,7 @@ def test_contours_are_derived_from_plain_masks():
     grid[10:40, 10:40] = True
     grid[20:30, 20:30] = False
     mask = TissueMask(grid, 10.0, 10.0)
-    ((outer, holes),) = level0_contours(mask)
+    ((_outer, holes),) = level0_contours(mask)
     assert len(holes) == 1
     assert clam_keeps(level0_contours(mask), 120, 120, 40, "four_pt")
     assert not clam_keeps(level0_contours(mask), 230, 230, 40, "four_pt")

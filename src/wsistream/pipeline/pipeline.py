@@ -24,8 +24,8 @@ from wsistream.pipeline.slot import Slot, SlotCounters
 from wsistream.pipeline.stream import PatchStream
 from wsistream.sampling.base import PatchSampler, Position
 from wsistream.sampling.grid import GridSampler
-from wsistream.sampling.random import RandomSampler
 from wsistream.sampling.plan import ReadPlan
+from wsistream.sampling.random import RandomSampler
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
 from wsistream.types import FailureRecord, PatchResult, SlideMetadata, SlideProperties

@@ -14,7 +14,6 @@ from wsistream.tissue.base import TissueMask
 from wsistream.tissue.containment import clam_keeps, level0_contours
 from wsistream.types import SlideProperties
 
-
 TissueCriterion = Literal["fraction", "four_pt", "four_pt_hard", "center"]
 
 
