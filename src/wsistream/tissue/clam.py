@@ -24,12 +24,17 @@ import numpy as np
 
 from wsistream.tissue.base import TissueDetector, TissueMask, saturation
 
-#: CLAM presets used by GPFM (``Patching/presets/*.csv`` of birkhoffkiki/GPFM):
-#: only the values that differ from the ``CLAMTissueDetector`` defaults.
+#: Segmentation presets by dataset.  ``tcga`` is the GPFM TCGA preset as the
+#: GPFM recipe document states it (``use_otsu=True``); ``tcga-clam`` is
+#: mahmoodlab/CLAM ``presets/tcga.csv`` (the same values with ``use_otsu=False``;
+#: GPFM's ``get_coor_scripts/TCGA.sh`` passes ``--preset tcga.csv``, which the
+#: GPFM repository does not ship).  ``bcnb`` and ``dhmc`` are birkhoffkiki/GPFM
+#: ``Patching/presets/BCNB.csv`` and ``DHMC.csv``.  All use ``contour_fn=four_pt``.
 CLAM_PRESETS: dict[str, dict[str, object]] = {
     "tcga": {"use_otsu": True, "sthresh": 8, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
-    "bcnb": {"sthresh": 10},
-    "dhmc": {"sthresh": 4, "mthresh": 6},
+    "tcga-clam": {"use_otsu": False, "sthresh": 8, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
+    "bcnb": {"use_otsu": False, "sthresh": 10, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
+    "dhmc": {"use_otsu": False, "sthresh": 4, "mthresh": 6, "close": 4, "a_t": 16, "a_h": 2, "max_n_holes": 8},
 }
 
 
@@ -88,7 +93,7 @@ class CLAMTissueDetector(TissueDetector):
 
     @classmethod
     def preset(cls, name: str, **overrides: object) -> CLAMTissueDetector:
-        """A detector with one of GPFM's per-dataset CLAM presets (``tcga``, ``bcnb``, ``dhmc``)."""
+        """A detector with one of the per-dataset presets of :data:`CLAM_PRESETS`."""
         key = name.lower()
         if key not in CLAM_PRESETS:
             raise ValueError(f"unknown CLAM preset {name!r}; pass one of {sorted(CLAM_PRESETS)}")
