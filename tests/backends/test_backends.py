@@ -63,11 +63,14 @@ def test_outside_the_slide_is_white_not_black(backend, cmu_svs):
 
 def test_overview_reads_a_low_level_not_level0(synthetic_40x_svs):
     with OpenSlideBackend().open(synthetic_40x_svs) as h:
-        # 8000x6000 with levels 1/4/16: level 1 (2000x1500) serves a 2048 overview
+        # 8000x6000 with levels 1/4/16 (2000x1500, 500x375): level 1 serves a 2048 overview,
+        # level 2 a 1024 one (500 >= 0.45 x 1024), never level 0
         assert h.overview_level(2048) == 1
-        assert h.overview_level(500) == 2
+        assert h.overview_level(1024) == 2
+        assert h.overview_level(4096) == 1
         overview, (dsx, dsy) = h.read_overview(1024)
-        assert max(overview.shape[:2]) == 1024
+        assert overview.shape[:2] == (375, 500)  # level 2 as it is, never upsampled
+        assert max(h.read_overview(1800)[0].shape[:2]) == 1800  # level 1 area-resampled
         assert dsx == pytest.approx(8000 / overview.shape[1]) and dsy == pytest.approx(6000 / overview.shape[0])
 
 

@@ -95,6 +95,23 @@ def preview(
     typer.echo(f"{png}: {len(results)} patches at {results[0].coordinate.mpp} µm/px")
 
 
+@app.command()
+def bench(
+    cache_dir: Path = typer.Option(
+        None, help="Where the benchmark slides are cached (default ~/.cache/wsistream/bench)."
+    ),
+    out: Path = typer.Option(Path("bench_out/bench.json"), help="JSON results."),
+    quick: bool = typer.Option(False, help="Small slides (seconds, for smoke tests); numbers are not representative."),
+    loader: bool = typer.Option(True, help="Include the DataLoader 1 vs 2 workers rows."),
+) -> None:
+    """Decode ceiling, raw OpenSlide loop and our pipeline, side by side on the same slides."""
+    from wsistream.bench import format_table, run_bench
+
+    result = run_bench(cache_dir, out, quick=quick, loader=loader)
+    typer.echo(format_table(result))
+    typer.echo(f"\nJSON: {out}")
+
+
 def _mount(module: str) -> None:
     """Add the commands of a stage's own Typer app (features, mil, slide_ssl) at top level."""
     import importlib

@@ -1,0 +1,239 @@
+"""Command line: ``mil-cv`` (slide-level nested CV) and ``linear-eval`` (tile-level linear evaluation).
+
+``app`` is a ``typer.Typer`` meant to be mounted into the main ``wsistream``
+CLI; ``python -m wsistream.mil.cli`` runs it standalone. Heavy imports (torch,
+scikit-learn) happen inside the commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Slide-level MIL benchmark and tile-level linear evaluation (HistoSSLscaling protocol).")
+console = Console(stderr=True)
+
+_TASKS = ("binary", "multiclass", "survival")
+_MODELS = ("meanpool", "chowder", "abmil", "dsmil", "transmil", "hipt")
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{what}: pass comma-separated numbers, e.g. 1e-3,1e-4") from exc
+    if not vals:
+        raise typer.BadParameter(f"{what}: pass at least one value")
+    return vals
+
+
+def _print_exclusions(exclusions: Any) -> None:
+    if not exclusions:
+        return
+    console.print(f"[yellow]{len(exclusions)} slide(s) excluded:[/yellow]")
+    for e in list(exclusions)[:20]:
+        console.print(f"  - {e.slide_id}: {e.reason}")
+    if len(exclusions) > 20:
+        console.print(f"  ... and {len(exclusions) - 20} more (see cv_results.json)")
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise typer.BadParameter(f"--device {device}: no CUDA device is available; pass --device cpu")
+    return device
+
+
+@app.command("mil-cv")
+def mil_cv(
+    features: Annotated[
+        Path, typer.Option("--features", help="Folder of slide features ({slide}/features.npy or .h5).")
+    ],
+    labels: Annotated[Path, typer.Option("--labels", help="CSV with slide_id, patient_id and label columns.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for JSON, CSV and PNG.")],
+    task: Annotated[str, typer.Option("--task", help="binary | multiclass | survival.")] = "binary",
+    model: Annotated[
+        str, typer.Option("--model", help="abmil | chowder | meanpool | dsmil | transmil | hipt.")
+    ] = "abmil",
+    outer_folds: Annotated[int, typer.Option("--outer-folds", help="Outer folds.")] = 5,
+    inner_folds: Annotated[int, typer.Option("--inner-folds", help="Inner folds.")] = 5,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per inner run (refit upper bound).")] = 50,
+    n_tiles: Annotated[int, typer.Option("--n-tiles", help="Tiles per slide per step; 0 = all tiles.")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Slides per step; 0 = reference (16, HIPT 1).")] = 0,
+    lr: Annotated[str, typer.Option("--lr", help="Learning-rate grid, comma-separated.")] = "1e-3,1e-4",
+    wd: Annotated[str, typer.Option("--wd", help="Weight-decay grid, comma-separated.")] = "0,1e-4",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of splits, initialisation, batches and tiles.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto.")] = "auto",
+    corrected: Annotated[bool, typer.Option("--corrected", help="Corrected DSMIL/TransMIL/HIPT variants.")] = False,
+    epoch_selection: Annotated[str, typer.Option("--epoch-selection", help="reference | corrected.")] = "reference",
+    tile_sampling: Annotated[str, typer.Option("--tile-sampling", help="random | first (reference code).")] = "random",
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Label (or signed survival time) column.")
+    ] = "label",
+    patient_column: Annotated[
+        str, typer.Option("--patient-column", help="Patient column; '' = per slide.")
+    ] = "patient_id",
+    time_column: Annotated[str, typer.Option("--time-column", help="Survival time column (with --event-column).")] = "",
+    event_column: Annotated[str, typer.Option("--event-column", help="Survival event column, 1 = event.")] = "",
+) -> None:
+    """Nested cross-validation of a MIL model on slide features; writes JSON, CSV and a PNG report."""
+    if task not in _TASKS:
+        raise typer.BadParameter(f"--task {task!r}: pass one of {', '.join(_TASKS)}")
+    if model.lower() not in _MODELS and model.lower() not in ("hiptmil", "hipt-mil", "mean_pool"):
+        raise typer.BadParameter(f"--model {model!r}: pass one of {', '.join(_MODELS)}")
+    from tqdm import tqdm
+
+    from wsistream.errors import WsiStreamError
+    from wsistream.mil.cv import NestedCVConfig, nested_cross_validation
+    from wsistream.mil.data import load_cohort
+    from wsistream.mil.report import write_report
+
+    try:
+        cfg = NestedCVConfig(
+            outer_folds=outer_folds,
+            inner_folds=inner_folds,
+            learning_rates=_floats(lr, "--lr"),
+            weight_decays=_floats(wd, "--wd"),
+            epochs=epochs,
+            batch_size=batch_size or None,
+            n_tiles=n_tiles or None,
+            tile_sampling=tile_sampling,
+            epoch_selection=epoch_selection,
+            seed=seed,
+            device=_resolve_device(device),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    bars: list[Any] = []
+
+    def progress(fold: int, total: int) -> Any:
+        if bars:
+            bars[-1].close()
+        bars.append(tqdm(total=total, desc=f"fold {fold}/{outer_folds}", unit="epoch", leave=True))
+        return bars[-1].update
+
+    try:
+        cohort = load_cohort(
+            features,
+            labels,
+            task,
+            patient_column=patient_column or None,
+            label_column=label_column,
+            time_column=time_column or None,
+            event_column=event_column or None,
+        )
+        console.print(
+            f"cohort: {cohort.n_slides} slides, {cohort.n_patients} patients, d={cohort.dim}, task={task}"
+            + (f", classes={list(cohort.class_names)}" if cohort.class_names else "")
+        )
+        _print_exclusions(cohort.exclusions)
+        result = nested_cross_validation(cohort, model, cfg, corrected=corrected, progress=progress)
+    except WsiStreamError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    finally:
+        for b in bars:
+            b.close()
+    paths = write_report(result, out)
+    table = Table(title=f"{result.model} - {task}: outer test {result.metric_name}")
+    for col in ("fold", result.metric_name, "lr", "wd", "epochs", f"inner {result.metric_name}"):
+        table.add_column(col)
+    for f in result.folds:
+        table.add_row(
+            str(f.fold),
+            f"{f.metric:.3f}",
+            f"{f.learning_rate:g}",
+            f"{f.weight_decay:g}",
+            str(f.epochs),
+            f"{f.inner_metric:.3f}",
+        )
+    Console().print(table)
+    Console().print(f"[bold]{result.summary()}[/bold]")
+    for key, p in paths.items():
+        console.print(f"  {key}: {p}")
+
+
+@app.command("linear-eval")
+def linear_eval(
+    train: Annotated[Path, typer.Option("--train", help="Folder with tile_features.npy and tile_ids.npy (training).")],
+    test: Annotated[Path, typer.Option("--test", help="Same for the test set.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    labels: Annotated[
+        str, typer.Option("--labels", help="CSV tile_id,label or class-folder root; '' = from tile ids.")
+    ] = "",
+    test_labels: Annotated[
+        str, typer.Option("--test-labels", help="Labels of the test set if different from --labels.")
+    ] = "",
+    exclude_class: Annotated[str, typer.Option("--exclude-class", help="Class to drop (NCT-CRC: BACK).")] = "",
+    fractions: Annotated[
+        str, typer.Option("--fractions", help="Training fractions.")
+    ] = "0.001,0.005,0.01,0.05,0.1,0.5,1.0",
+    repeats: Annotated[int, typer.Option("--repeats", help="Training draws per fraction.")] = 1,
+    ensembling: Annotated[int, typer.Option("--ensembling", help="SGD seeds averaged per draw.")] = 30,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples (0 = no CI).")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of draws and bootstrap.")] = 0,
+) -> None:
+    """Linear evaluation (StandardScaler + SGD logistic regression) of tile features; writes CSV/JSON/PNG."""
+    from tqdm import tqdm
+
+    from wsistream.errors import WsiStreamError
+    from wsistream.eval.linear import LinearEvalConfig, linear_evaluation
+    from wsistream.eval.report import write_linear_report
+    from wsistream.eval.tiles import load_tile_dataset
+
+    try:
+        cfg = LinearEvalConfig(
+            fractions=_floats(fractions, "--fractions"),
+            n_repeats=repeats,
+            n_ensembling=ensembling,
+            n_resamples=resamples,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        tr = load_tile_dataset(train, labels or None, exclude_class=exclude_class or None)
+        te = load_tile_dataset(
+            test,
+            (test_labels or labels) or None,
+            class_names=tr.class_names,
+            exclude_class=exclude_class or None,
+        )
+        for name, ds in (("train", tr), ("test", te)):
+            console.print(f"{name}: {len(ds.labels)} tiles, d={ds.features.shape[1]}, classes={list(ds.class_names)}")
+            for reason, count in ds.dropped.items():
+                console.print(f"  [yellow]dropped {count} tiles: {reason}[/yellow]")
+        with tqdm(total=len(cfg.fractions) * cfg.n_repeats, desc="linear eval", unit="draw") as bar:
+            result = linear_evaluation(tr, te, cfg, progress=bar.update)
+    except (WsiStreamError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    paths = write_linear_report(result, out, extra={"dropped": {"train": tr.dropped, "test": te.dropped}})
+    table = Table(title="linear evaluation (test set)")
+    for col in ("fraction", "n ok", "AUC", "acc", "F1"):
+        table.add_column(col)
+    for s in result.summary():
+        table.add_row(
+            f"{s['fraction']:g}",
+            str(s["n_ok"]),
+            f"{s['auc_mean']:.3f}",
+            f"{s['acc_mean']:.3f}",
+            f"{s['f1_mean']:.3f}",
+        )
+    Console().print(table)
+    for r in result.rows:
+        if r["status"] != "ok":
+            console.print(f"  [yellow]fraction {r['fraction']:g} repeat {r['repeat']}: {r['status']}[/yellow]")
+    for key, p in paths.items():
+        console.print(f"  {key}: {p}")
+
+
+if __name__ == "__main__":
+    app()

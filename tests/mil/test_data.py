@@ -1,0 +1,148 @@
+"""Cohort loading: joins, exclusions, bad input, tile sampling, padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from wsistream.features.formats import write_histossl
+from wsistream.mil import CohortError, load_cohort
+from wsistream.mil.data import pad_batch, sample_tiles
+
+
+@pytest.fixture
+def small(synth):
+    def make(task="binary"):
+        return synth(n_patients=6, d=8, task=task, two_slide_every=3)
+
+    return make
+
+
+def test_load_mixed_npy_and_h5(tmp_path, small, cohort_writer):
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels, h5_every=3)
+    cohort = load_cohort(feat, csv, "binary")
+    assert cohort.n_slides == len(slides) and cohort.dim == 8 and cohort.exclusions == ()
+    assert cohort.n_patients == 6 and cohort.class_names == ("0", "1")
+    i = cohort.slide_ids.index(slides[1][0])
+    np.testing.assert_array_equal(cohort.features[i], slides[1][1].as_histossl_array())
+    assert all(f.shape[1] == 11 for f in cohort.features)
+
+
+def test_unmatched_slides_are_recorded_not_dropped(tmp_path, small, cohort_writer):
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    write_histossl(feat / "ORPHAN", np.ones((5, 8)), np.zeros((5, 3)))  # features, no label
+    df = pd.read_csv(csv)
+    extra = pd.DataFrame(
+        [
+            {"slide_id": "GHOST", "patient_id": "PX", "label": 1},
+            {"slide_id": "NOLABEL", "patient_id": "PY", "label": None},
+        ]
+    )
+    pd.concat([df, extra]).to_csv(csv, index=False)
+    cohort = load_cohort(feat, csv, "binary")
+    reasons = {e.slide_id: e.reason for e in cohort.exclusions}
+    assert reasons["GHOST"] == "labelled, but no feature file found"
+    assert reasons["ORPHAN"] == "feature file has no row in the labels CSV"
+    assert "empty" in reasons["NOLABEL"]
+    assert cohort.n_slides == len(slides)
+
+
+def test_slide_extension_on_feature_folder_is_matched(tmp_path):
+    write_histossl(tmp_path / "f" / "TCGA-AA-0001.svs", np.ones((4, 8)), np.zeros((4, 3)))
+    write_histossl(tmp_path / "f" / "TCGA-AA-0002.svs", np.zeros((4, 8)), np.zeros((4, 3)))
+    pd.DataFrame({"slide_id": ["TCGA-AA-0001", "TCGA-AA-0002"], "patient_id": ["a", "b"], "label": ["x", "y"]}).to_csv(
+        tmp_path / "l.csv", index=False
+    )
+    cohort = load_cohort(tmp_path / "f", tmp_path / "l.csv", "binary")
+    assert cohort.n_slides == 2 and cohort.exclusions == () and cohort.class_names == ("x", "y")
+
+
+def test_nan_features_name_the_slide(tmp_path, small, cohort_writer):
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    bad = slides[2][1].features.copy()
+    bad[3, 1] = np.nan
+    write_histossl(feat / slides[2][0], bad, slides[2][1].coords)
+    with pytest.raises(CohortError, match=rf"{slides[2][0]}: features contain NaN/Inf in 1 of"):
+        load_cohort(feat, csv, "binary")
+
+
+def test_mismatched_dims_name_the_slide(tmp_path, small, cohort_writer):
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    write_histossl(feat / slides[4][0], np.ones((7, 12)), np.zeros((7, 3)))
+    with pytest.raises(CohortError, match=rf"{slides[4][0]}: feature dimension differs.*d=8.*d=12"):
+        load_cohort(feat, csv, "binary")
+
+
+def test_label_table_errors(tmp_path, small, cohort_writer):
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    df = pd.read_csv(csv)
+    df.drop(columns="patient_id").to_csv(tmp_path / "nopat.csv", index=False)
+    with pytest.raises(CohortError, match="patient_column=None"):
+        load_cohort(feat, tmp_path / "nopat.csv", "binary")
+    assert load_cohort(feat, tmp_path / "nopat.csv", "binary", patient_column=None).n_patients == len(slides)
+    pd.concat([df, df.iloc[:1]]).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(CohortError, match="listed 2 times"):
+        load_cohort(feat, tmp_path / "dup.csv", "binary")
+    df.assign(label=np.arange(len(df)) % 3).to_csv(tmp_path / "three.csv", index=False)
+    with pytest.raises(CohortError, match="task='multiclass'"):
+        load_cohort(feat, tmp_path / "three.csv", "binary")
+    assert load_cohort(feat, tmp_path / "three.csv", "multiclass").n_outputs == 3
+    df.assign(label=1).to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(CohortError, match="same label"):
+        load_cohort(feat, tmp_path / "one.csv", "binary")
+    with pytest.raises(CohortError, match="feature directory not found"):
+        load_cohort(tmp_path / "nope", csv, "binary")
+
+
+def test_survival_time_event_columns(tmp_path, small, cohort_writer):
+    slides, labels = small(task="survival")
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    df = pd.read_csv(csv)
+    df["time"], df["event"] = df["label"].abs(), (df["label"] > 0).astype(int)
+    df.drop(columns="label").to_csv(tmp_path / "te.csv", index=False)
+    a = load_cohort(feat, csv, "survival")
+    b = load_cohort(feat, tmp_path / "te.csv", "survival", time_column="time", event_column="event")
+    np.testing.assert_allclose(a.labels, b.labels)
+    assert set(a.strata()) <= {0, 1} and a.n_outputs == 1
+    df.assign(label=0.0).to_csv(tmp_path / "zero.csv", index=False)
+    with pytest.raises(CohortError, match="non-zero"):
+        load_cohort(feat, tmp_path / "zero.csv", "survival")
+
+
+def test_sample_tiles_modes():
+    arr = np.arange(50, dtype=np.float32).reshape(25, 2)
+    rng = np.random.default_rng(0)
+    rand = sample_tiles(arr, 10, rng, "random")
+    assert rand.shape == (10, 2) and len(set(rand[:, 0])) == 10
+    first = sample_tiles(arr, 10, rng, "first")
+    assert sorted(first[:, 0]) == list(arr[:10, 0])
+    assert sample_tiles(arr, 100, rng, "random").shape == (25, 2)
+    assert sample_tiles(arr, None, rng, "first").shape == (25, 2)
+    a = sample_tiles(arr, 10, np.random.default_rng(3), "random")
+    b = sample_tiles(arr, 10, np.random.default_rng(3), "random")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pad_batch():
+    x, mask = pad_batch([np.ones((3, 4), np.float32), np.full((5, 4), 2, np.float32)])
+    assert x.shape == (2, 5, 4) and mask.shape == (2, 5, 1) and mask.dtype == torch.bool
+    assert mask[0, :, 0].tolist() == [False, False, False, True, True]
+    assert float(x[0, 3:].abs().sum()) == 0
+
+
+def test_public_api_resolves():
+    import wsistream.eval as ev
+    import wsistream.mil as mil
+
+    assert set(mil.__all__) == set(mil._EXPORTS)
+    assert all(getattr(mil, n) is not None for n in mil.__all__)
+    assert all(getattr(ev, n) is not None for n in ev.__all__)
+    with pytest.raises(AttributeError):
+        mil.not_a_name
