@@ -1,0 +1,28 @@
+import cv2
+import numpy as np
+
+from wsistream.qc import MASK_COLOUR, overlay_mask, preview_slide
+from wsistream.recipes import build_pipeline
+
+
+def test_overlay_colour_only_on_tissue():
+    overview = np.full((100, 120, 3), 240, np.uint8)
+    mask = np.zeros((100, 120), bool)
+    mask[20:60, 30:90] = True
+    out = overlay_mask(overview, mask)
+    tinted = np.any(out != overview, axis=2)
+    # the tint (and its contour line) stays on the tissue cells
+    assert tinted[mask].mean() > 0.99 and not tinted[~mask].any()
+    assert out[40, 60, 1] > out[40, 60, 0]  # green-ish where MASK_COLOUR was blended
+    assert MASK_COLOUR[1] > MASK_COLOUR[0]
+
+
+def test_preview_png_shows_the_stream(tmp_path, synthetic_40x_svs):
+    pipeline = build_pipeline("phikon-v2", [synthetic_40x_svs], views=True)
+    png, results = preview_slide(pipeline, synthetic_40x_svs, tmp_path / "p.png", n_patches=6)
+    image = cv2.imread(str(png))[:, :, ::-1]
+    assert image.shape[0] > 500 and image.shape[1] > 1000
+    assert len(results) == 6 and all(r.views for r in results)
+    # the red patch boxes are drawn on the overview
+    red = (image[:, :, 0] > 200) & (image[:, :, 1] < 60) & (image[:, :, 2] < 60)
+    assert red.sum() > 100
