@@ -1,1 +1,168 @@
-"""wsistream.features."""
+"""Tile feature extraction with pretrained encoders, and the feature files it writes and reads.
+
+Encoders (:func:`load_encoder` from a local path: ``phikon``, ``phikon-v2``,
+``ibot``; or :meth:`Encoder.from_module`) encode the tissue tiles of a slide
+(:class:`DeepZoomTiling`, HistoSSLscaling's grid; or :class:`GridTiling`, a
+level-0 grid at exact µm/px) into HistoSSLscaling ``features.npy`` or
+CLAM/TRIDENT ``.h5`` files, slide by slide (:func:`extract_slide`) or for a
+whole cohort (:func:`extract_cohort`, resumable and sharded). Readers return
+:class:`SlideFeatures` whatever the format.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The file formats need only numpy (and h5py for .h5): they are imported eagerly so that readers
+# (``wsistream.mil``, ``wsistream.slide_ssl``) never pull in torch or transformers through this package.
+from wsistream.features.errors import CheckpointKeyError, EncoderLoadError, OutputNotWritableError
+from wsistream.features.formats import (
+    FeatureFileError,
+    SlideFeatures,
+    TileFeatures,
+    iter_feature_dir,
+    read_features,
+    read_tile_features,
+    write_h5,
+    write_histossl,
+    write_tile_features,
+)
+
+#: Torch-dependent names, imported on first access (PEP 562).
+_LAZY = {
+    "ThroughputReport": "bench",
+    "benchmark_throughput": "bench",
+    "CohortReport": "cohort",
+    "SlideRecord": "cohort",
+    "dist_rank_world": "cohort",
+    "extract_cohort": "cohort",
+    "read_manifest": "cohort",
+    "shard": "cohort",
+    "slide_output": "cohort",
+    "SlideTileDataset": "dataset",
+    "TileImageDataset": "dataset",
+    "list_tile_images": "dataset",
+    "DeepZoomGrid": "deepzoom",
+    "IMAGENET_MEAN": "encoders",
+    "IMAGENET_STD": "encoders",
+    "Encoder": "encoders",
+    "available_encoders": "encoders",
+    "hf_cls_token": "encoders",
+    "load_encoder": "encoders",
+    "load_hf_model": "encoders",
+    "normalize_tiles": "encoders",
+    "register": "encoders",
+    "ExtractionConfig": "extract",
+    "SlideExtraction": "extract",
+    "TileEncoderRunner": "extract",
+    "embed_dataset": "extract",
+    "extract_slide": "extract",
+    "extract_tile_dataset": "extract",
+    "plan_slide_tiles": "extract",
+    "convert_ibot_checkpoint": "ibot",
+    "load_ibot_vit": "ibot",
+    "read_ibot_checkpoint": "ibot",
+    "DeepZoomTiling": "tiling",
+    "GridTiling": "tiling",
+    "TileSet": "tiling",
+}
+
+if TYPE_CHECKING:
+    from wsistream.features.bench import ThroughputReport, benchmark_throughput
+    from wsistream.features.cohort import (
+        CohortReport,
+        SlideRecord,
+        dist_rank_world,
+        extract_cohort,
+        read_manifest,
+        shard,
+        slide_output,
+    )
+    from wsistream.features.dataset import SlideTileDataset, TileImageDataset, list_tile_images
+    from wsistream.features.deepzoom import DeepZoomGrid
+    from wsistream.features.encoders import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        Encoder,
+        available_encoders,
+        hf_cls_token,
+        load_encoder,
+        load_hf_model,
+        normalize_tiles,
+        register,
+    )
+    from wsistream.features.extract import (
+        ExtractionConfig,
+        SlideExtraction,
+        TileEncoderRunner,
+        embed_dataset,
+        extract_slide,
+        extract_tile_dataset,
+        plan_slide_tiles,
+    )
+    from wsistream.features.ibot import convert_ibot_checkpoint, load_ibot_vit, read_ibot_checkpoint
+    from wsistream.features.tiling import DeepZoomTiling, GridTiling, TileSet
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"wsistream.features.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wsistream.features' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CheckpointKeyError",
+    "CohortReport",
+    "DeepZoomGrid",
+    "DeepZoomTiling",
+    "Encoder",
+    "EncoderLoadError",
+    "ExtractionConfig",
+    "FeatureFileError",
+    "GridTiling",
+    "OutputNotWritableError",
+    "SlideExtraction",
+    "SlideFeatures",
+    "SlideRecord",
+    "SlideTileDataset",
+    "ThroughputReport",
+    "TileEncoderRunner",
+    "TileFeatures",
+    "TileImageDataset",
+    "TileSet",
+    "available_encoders",
+    "benchmark_throughput",
+    "convert_ibot_checkpoint",
+    "dist_rank_world",
+    "embed_dataset",
+    "extract_cohort",
+    "extract_slide",
+    "extract_tile_dataset",
+    "hf_cls_token",
+    "iter_feature_dir",
+    "list_tile_images",
+    "load_encoder",
+    "load_hf_model",
+    "load_ibot_vit",
+    "normalize_tiles",
+    "plan_slide_tiles",
+    "read_features",
+    "read_ibot_checkpoint",
+    "read_manifest",
+    "read_tile_features",
+    "register",
+    "shard",
+    "slide_output",
+    "write_h5",
+    "write_histossl",
+    "write_tile_features",
+]

@@ -18,8 +18,9 @@ level, µm/px, encoder).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,30 +77,81 @@ class SlideFeatures:
         return int(self.features.shape[1])
 
     def as_histossl_array(self) -> np.ndarray:
-        """The (N, 3 + d) ``[tile_level, x, y, features...]`` array the MIL models take."""
+        """Return the (N, 3 + d) ``[tile_level, x, y, features...]`` array the MIL models take."""
         return np.concatenate([self.coords, self.features], axis=1).astype(np.float32, copy=False)
 
 
+#: Name of the JSON side-car (encoder, tiling, µm/px...) written next to ``features.npy``.
+SIDECAR_NAME = "extraction.json"
+#: Temporary files are ``.{name}.tmp-{pid}``: hidden, and matched by no reader glob.
+_TMP_MARK = ".tmp-"
+
+
 def _atomic_target(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
 
 
-def write_histossl(slide_dir: str | os.PathLike[str], features: np.ndarray, coords: np.ndarray) -> Path:
+def _replace_from(tmp: Path, target: Path) -> None:
+    """Flush ``tmp`` to disk, then rename it onto ``target`` (atomic on POSIX)."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def _save_npy_atomic(target: Path, arr: np.ndarray) -> None:
+    tmp = _atomic_target(target)
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+        _replace_from(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files that an interrupted writer left in ``folder`` (not recursive)."""
+    base = Path(folder)
+    if not base.is_dir():
+        return []
+    stale = [p for p in base.iterdir() if p.name.startswith(".") and _TMP_MARK in p.name and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def write_histossl(
+    slide_dir: str | os.PathLike[str],
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``features.npy`` (N, 3+d) and ``coords.npy`` (N, 3) atomically into ``slide_dir``.
 
-    ``coords.npy`` is written first and ``features.npy`` last, each via a
-    temporary file and ``os.replace``, so a present ``features.npy`` means the
-    slide is complete.
+    ``coords.npy`` (and, with ``attrs``, the ``extraction.json`` side-car) is
+    written first and ``features.npy`` last, each via a temporary file and
+    ``os.replace``, so a present ``features.npy`` means the slide is complete.
     """
     out = Path(slide_dir)
     out.mkdir(parents=True, exist_ok=True)
     coords = np.asarray(coords, dtype=np.float32)
     full = np.concatenate([coords, np.asarray(features, dtype=np.float32)], axis=1)
-    for name, arr in (("coords.npy", coords), ("features.npy", full)):
-        tmp = _atomic_target(out / name)
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, out / name)
+    _save_npy_atomic(out / "coords.npy", coords)
+    if attrs is not None:
+        tmp = _atomic_target(out / SIDECAR_NAME)
+        try:
+            tmp.write_text(json.dumps({k: _jsonable(v) for k, v in attrs.items()}, indent=1, sort_keys=True))
+            _replace_from(tmp, out / SIDECAR_NAME)
+        finally:
+            tmp.unlink(missing_ok=True)
+    _save_npy_atomic(out / "features.npy", full)
     return out / "features.npy"
 
 
@@ -110,12 +162,16 @@ def write_h5(path: str | os.PathLike[str], features: np.ndarray, coords_xy: np.n
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_target(target)
-    with h5py.File(tmp, "w") as fh:
-        fh.create_dataset("features", data=np.asarray(features, dtype=np.float32))
-        fh.create_dataset("coords", data=np.asarray(coords_xy, dtype=np.int64))
-        for key, value in attrs.items():
-            fh.attrs[key] = value
-    os.replace(tmp, target)
+    try:
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+            fh.create_dataset("coords", data=np.asarray(coords_xy, dtype=np.int64))
+            for key, value in attrs.items():
+                if value is not None:  # HDF5 attributes cannot hold None
+                    fh.attrs[key] = value
+        _replace_from(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -134,7 +190,14 @@ def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
         if arr.ndim != 2 or arr.shape[1] < 4:
             raise FeatureFileError(str(p), f"expected (N, 3 + d) array, got shape {arr.shape}")
         arr = arr.astype(np.float32, copy=False)
-        return SlideFeatures(p.parent.name, arr[:, 3:], arr[:, :3], {"layout": "histossl"})
+        attrs: dict[str, Any] = {}
+        sidecar = p.parent / SIDECAR_NAME
+        if sidecar.is_file():
+            try:
+                attrs = dict(json.loads(sidecar.read_text()))
+            except (ValueError, OSError) as exc:
+                raise FeatureFileError(str(sidecar), f"cannot read the side-car JSON ({exc})") from exc
+        return SlideFeatures(p.parent.name, arr[:, 3:], arr[:, :3], {**attrs, "layout": "histossl"})
     if p.suffix in (".h5", ".hdf5"):
         import h5py
 
@@ -163,3 +226,68 @@ def iter_feature_dir(root: str | os.PathLike[str]) -> Iterator[SlideFeatures]:
     paths = sorted([*base.rglob("features.npy"), *base.rglob("*.h5")])
     for p in paths:
         yield read_features(p)
+
+
+@dataclass(frozen=True)
+class TileFeatures:
+    """Features of a tile dataset (NCT-CRC-like folders of tile images).
+
+    Attributes
+    ----------
+    features : np.ndarray
+        (N, d) float32 embeddings.
+    tile_ids : np.ndarray
+        (N,) str: image file names without extension (``rl_benchmarks`` ``image_id``).
+    labels : np.ndarray or None
+        (N,) str class names (the sub-folder of each image) when written.
+    """
+
+    features: np.ndarray
+    tile_ids: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2 or self.tile_ids.shape != (self.features.shape[0],):
+            raise FeatureFileError(
+                None,
+                f"features (N, d) and tile_ids (N,) disagree: {self.features.shape} vs {self.tile_ids.shape}",
+            )
+
+
+def write_tile_features(
+    out_dir: str | os.PathLike[str],
+    features: np.ndarray,
+    tile_ids: np.ndarray,
+    labels: np.ndarray | None = None,
+) -> Path:
+    """Write ``tile_features.npy`` (N, d) and ``tile_ids.npy`` (N, 1) atomically (HistoSSLscaling layout).
+
+    ``tile_ids.npy`` (and ``tile_labels.npy``) first, ``tile_features.npy``
+    last, so a present ``tile_features.npy`` means the dataset is complete.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = np.asarray(tile_ids).astype(str).reshape(-1, 1)
+    _save_npy_atomic(out / "tile_ids.npy", ids)
+    if labels is not None:
+        _save_npy_atomic(out / "tile_labels.npy", np.asarray(labels).astype(str).reshape(-1, 1))
+    _save_npy_atomic(out / "tile_features.npy", np.asarray(features, dtype=np.float32))
+    return out / "tile_features.npy"
+
+
+def read_tile_features(folder: str | os.PathLike[str]) -> TileFeatures:
+    """Load ``tile_features.npy`` + ``tile_ids.npy`` (ids of shape (N,) or (N, 1)) from ``folder``."""
+    base = Path(folder)
+    feats_path, ids_path = base / "tile_features.npy", base / "tile_ids.npy"
+    for p in (feats_path, ids_path):
+        if not p.is_file():
+            raise FeatureFileError(str(p), "tile feature file not found")
+    try:
+        feats = np.load(feats_path, allow_pickle=False).astype(np.float32, copy=False)
+        # rl_benchmarks saves ``image_id.values`` (an object array); ours are unicode
+        ids = np.load(ids_path, allow_pickle=True).reshape(-1).astype(str)
+        labels_path = base / "tile_labels.npy"
+        labels = np.load(labels_path, allow_pickle=False).reshape(-1) if labels_path.is_file() else None
+    except (ValueError, OSError, EOFError) as exc:
+        raise FeatureFileError(str(base), f"cannot read tile features ({exc})") from exc
+    return TileFeatures(feats, ids, labels)

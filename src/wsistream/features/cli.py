@@ -1,0 +1,233 @@
+"""``wsistream extract`` / ``wsistream extract-bench``: tile features for a cohort, and a throughput report.
+
+Exit codes: 0 every slide done or already finished; 1 at least one slide failed
+(see the manifest); 2 the run could not start (bad weights, unwritable output,
+no slides, bad option).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wsistream.errors import WsiStreamError
+
+app = typer.Typer(help="Tile feature extraction with pretrained encoders.", no_args_is_help=True, add_completion=False)
+
+
+class Format(str, Enum):
+    """Output formats."""
+
+    histossl = "histossl"
+    h5 = "h5"
+
+
+class TilingName(str, Enum):
+    """Tilings."""
+
+    deepzoom = "deepzoom"
+    grid = "grid"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def _build(
+    encoder: str,
+    weights: Path,
+    tiling: TilingName,
+    tile_size: int,
+    target_mpp: float,
+    tissue_threshold: float,
+    n_tiles: int | None,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    device: str,
+):
+    from wsistream.features.encoders import load_encoder
+    from wsistream.features.extract import ExtractionConfig
+    from wsistream.features.tiling import DeepZoomTiling, GridTiling
+
+    try:
+        config = ExtractionConfig(batch_size=batch_size, num_workers=num_workers, device=device)
+        if tiling is TilingName.deepzoom:
+            tiler = DeepZoomTiling(
+                tile_size=tile_size,
+                target_mpp=target_mpp,
+                tissue_threshold=tissue_threshold,
+                n_tiles=n_tiles,
+                seed=seed,
+            )
+        else:
+            tiler = GridTiling(
+                patch_size=tile_size,
+                target_mpp=target_mpp,
+                tissue_threshold=tissue_threshold,
+                n_tiles=n_tiles,
+                seed=seed,
+            )
+        enc = load_encoder(encoder, weights)
+    except (ValueError, WsiStreamError) as exc:
+        raise _fail(str(exc)) from exc
+    return enc, tiler, config
+
+
+_Encoder = Annotated[str, typer.Option("--encoder", help="Registered encoder: phikon, phikon-v2, ibot.")]
+_Weights = Annotated[Path, typer.Option("--weights", help="Local weights: a Hugging Face folder or an iBOT .pth.")]
+_Slides = Annotated[list[str], typer.Option("--slides", help="Folder, glob, .txt list or file; repeatable.")]
+_Out = Annotated[Path, typer.Option("--out", help="Output root; files go to OUT/EXTRACTOR/COHORT/.")]
+_Fmt = Annotated[Format, typer.Option("--format", help="histossl (features.npy) or h5.")]
+_NTiles = Annotated[int | None, typer.Option("--n-tiles", help="Seeded random subset of N tiles per slide.")]
+_Batch = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+_Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+_Workers = Annotated[int, typer.Option("--num-workers", help="DataLoader workers reading tiles.")]
+_Tiling = Annotated[TilingName, typer.Option("--tiling", help="deepzoom (HistoSSLscaling) or grid (level 0).")]
+_TileSize = Annotated[int, typer.Option("--tile-size", help="Tile side in pixels.")]
+_Mpp = Annotated[float, typer.Option("--target-mpp", help="µm/px of the tiles (0.5 = 20x).")]
+_Tissue = Annotated[float, typer.Option("--tissue-threshold", help="Minimum tissue fraction of a tile.")]
+
+
+@app.command("extract")
+def extract(
+    encoder: _Encoder,
+    weights: _Weights,
+    slides: _Slides,
+    out: _Out,
+    fmt: _Fmt = Format.histossl,
+    n_tiles: _NTiles = None,
+    batch_size: _Batch = 64,
+    device: _Device = "auto",
+    num_workers: _Workers = 4,
+    tiling: _Tiling = TilingName.deepzoom,
+    tile_size: _TileSize = 224,
+    target_mpp: _Mpp = 0.5,
+    tissue_threshold: _Tissue = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --n-tiles subset.")] = 0,
+    cohort: Annotated[str, typer.Option("--cohort", help="Cohort folder name.")] = "default",
+    extractor_name: Annotated[str | None, typer.Option("--extractor-name", help="Default: the encoder.")] = None,
+    mpp_overrides: Annotated[Path | None, typer.Option("--mpp-overrides", help="CSV: slide,mpp.")] = None,
+    mpp_fallback: Annotated[float | None, typer.Option("--mpp-fallback", help="µm/px if none.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished slides too.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
+    from wsistream.features.cohort import extract_cohort
+    from wsistream.pipeline.mpp import MppPolicy
+    from wsistream.pipeline.paths import resolve_slide_paths
+
+    paths = [p for spec in slides for p in resolve_slide_paths(spec)]
+    if not paths:
+        raise _fail(f"no slides match {slides}")
+    try:
+        policy = MppPolicy.build(mpp_overrides, mpp_fallback) if (mpp_overrides or mpp_fallback) else None
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    enc, tiler, config = _build(
+        encoder,
+        weights,
+        tiling,
+        tile_size,
+        target_mpp,
+        tissue_threshold,
+        n_tiles,
+        seed,
+        batch_size,
+        num_workers,
+        device,
+    )
+    try:
+        report = extract_cohort(
+            paths,
+            out,
+            enc,
+            tiling=tiler,
+            fmt=fmt.value,
+            extractor_name=extractor_name,
+            cohort=cohort,
+            config=config,
+            mpp_policy=policy,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    except (ValueError, WsiStreamError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(report.summary())
+    for rec in report.failed:
+        typer.secho(f"failed: {rec.slide}: {rec.error}", err=True, fg=typer.colors.YELLOW)
+    raise typer.Exit(code=0 if report.ok else 1)
+
+
+@app.command("extract-bench")
+def extract_bench(
+    encoder: _Encoder,
+    weights: _Weights,
+    slide: Annotated[Path, typer.Option("--slide", help="One slide to time.")],
+    max_tiles: Annotated[int, typer.Option("--max-tiles", help="Tiles timed (a seeded subset).")] = 256,
+    batch_size: _Batch = 64,
+    device: _Device = "auto",
+    num_workers: _Workers = 4,
+    tiling: _Tiling = TilingName.deepzoom,
+    tile_size: _TileSize = 224,
+    target_mpp: _Mpp = 0.5,
+    tissue_threshold: _Tissue = 0.5,
+) -> None:
+    """Print tiles/s of the loader alone, the model alone and the full extraction path."""
+    from wsistream.features.bench import benchmark_throughput
+
+    enc, tiler, config = _build(
+        encoder,
+        weights,
+        tiling,
+        tile_size,
+        target_mpp,
+        tissue_threshold,
+        None,
+        0,
+        batch_size,
+        num_workers,
+        device,
+    )
+    try:
+        report = benchmark_throughput(slide, enc, tiling=tiler, config=config, max_tiles=max_tiles)
+    except (ValueError, WsiStreamError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(str(report))
+
+
+@app.command("extract-tiles")
+def extract_tiles(
+    encoder: _Encoder,
+    weights: _Weights,
+    tiles: Annotated[Path, typer.Option("--tiles", help="Tile dataset folder: TILES/CLASS/IMAGE (NCT-CRC).")],
+    out: _Out,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset folder name (default: TILES).")] = None,
+    batch_size: _Batch = 64,
+    device: _Device = "auto",
+    num_workers: _Workers = 4,
+    tile_size: _TileSize = 224,
+    extractor_name: Annotated[str | None, typer.Option("--extractor-name", help="Default: the encoder.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a finished dataset.")] = False,
+) -> None:
+    """Encode a folder of tile images into tile_features.npy / tile_ids.npy (HistoSSLscaling layout)."""
+    from wsistream.features.cohort import ensure_writable
+    from wsistream.features.extract import extract_tile_dataset
+
+    target = out / (extractor_name or encoder) / (dataset or tiles.name)
+    if not overwrite and (target / "tile_features.npy").is_file():
+        typer.echo(f"already finished: {target / 'tile_features.npy'} (pass --overwrite to redo)")
+        raise typer.Exit(code=0)
+    enc, _, config = _build(
+        encoder, weights, TilingName.grid, tile_size, 0.5, 0.5, None, 0, batch_size, num_workers, device
+    )
+    try:
+        ensure_writable(target)
+        path = extract_tile_dataset(tiles, target, enc, config, tile_size=tile_size)
+    except (OSError, ValueError, WsiStreamError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,327 @@
+"""Cohort-scale extraction: resumable, atomic, sharded across ``torchrun`` ranks, with a manifest.
+
+Layout (``rl_benchmarks`` ``extract_slide_features.py``)::
+
+    {out}/{extractor}/{cohort}/{slide_name}/features.npy   # format="histossl" (+ coords.npy, extraction.json)
+    {out}/{extractor}/{cohort}/{slide_stem}.h5             # format="h5"
+    {out}/{extractor}/{cohort}/manifest.jsonl              # manifest.rank{r}.jsonl under torchrun
+
+A slide is *finished* when its ``features.npy`` / ``.h5`` exists and opens:
+every file is written under a hidden temporary name and renamed into place,
+``features.npy`` last, so a run killed at any moment leaves either a complete
+output or temporary files that no reader globs and the next run deletes.
+Each slide gets one manifest line: ``slide, slide_id, status (done | skipped |
+failed), n_tiles, seconds, error, output, rank, finished_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from wsistream.backends.base import SlideBackend
+from wsistream.features.encoders import Encoder
+from wsistream.features.errors import OutputNotWritableError
+from wsistream.features.extract import ExtractionConfig, TileEncoderRunner, extract_slide
+from wsistream.features.tiling import DeepZoomTiling, GridTiling
+from wsistream.pipeline.mpp import MppPolicy
+from wsistream.pipeline.paths import resolve_slide_paths
+
+FeatureFormat = Literal["histossl", "h5"]
+Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class SlideRecord:
+    """One manifest line."""
+
+    slide: str
+    slide_id: str
+    status: Status
+    n_tiles: int
+    seconds: float
+    error: str = ""
+    output: str = ""
+    rank: int = 0
+    finished_at: str = ""
+
+    def to_json(self) -> str:
+        """Return the JSON line written to the manifest."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class CohortReport:
+    """What a call of :func:`extract_cohort` did on this rank."""
+
+    root: Path
+    manifest: Path
+    rank: int
+    world_size: int
+    records: list[SlideRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        """Count the slides with ``status``."""
+        return sum(r.status == status for r in self.records)
+
+    @property
+    def failed(self) -> list[SlideRecord]:
+        """Records of the slides that failed."""
+        return [r for r in self.records if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no slide failed."""
+        return not self.failed
+
+    @property
+    def tiles_encoded(self) -> int:
+        """Tiles encoded in this run (skipped slides excluded)."""
+        return sum(r.n_tiles for r in self.records if r.status == "done")
+
+    def summary(self) -> str:
+        """One line: done / skipped / failed counts, tiles and tiles/s."""
+        rate = self.tiles_encoded / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.count('done')} done, {self.count('skipped')} skipped, {self.count('failed')} failed; "
+            f"{self.tiles_encoded} tiles in {self.seconds:.1f} s ({rate:.1f} tiles/s); "
+            f"manifest: {self.manifest}"
+        )
+
+
+def dist_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """Return ``(rank, world_size)``: the arguments, else ``torchrun``'s ``RANK`` / ``WORLD_SIZE`` (0, 1)."""
+    r = int(os.environ.get("RANK", "0")) if rank is None else rank
+    w = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    if w < 1 or not 0 <= r < w:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={r}, world_size={w}")
+    return r, w
+
+
+def shard(slides: Sequence[str], rank: int, world_size: int) -> list[str]:
+    """Slides of ``rank``: every ``world_size``-th slide of the list, starting at ``rank``."""
+    return list(slides[rank::world_size])
+
+
+def slide_output(root: str | os.PathLike[str], slide_path: str, fmt: FeatureFormat) -> Path:
+    """Where a slide's features go: ``{root}/{name}/features.npy`` or ``{root}/{stem}.h5``."""
+    name = Path(slide_path).name
+    return Path(root) / name / "features.npy" if fmt == "histossl" else Path(root) / f"{Path(name).stem}.h5"
+
+
+def finished_tiles(path: Path) -> int | None:
+    """Tile count of a complete output file, ``None`` when absent or unreadable (then it is redone)."""
+    if not path.is_file():
+        return None
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            return int(arr.shape[0]) if arr.ndim == 2 and arr.shape[1] >= 4 else None
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            return int(fh["features"].shape[0]) if "features" in fh and "coords" in fh else None
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _remove_temporaries(target: Path) -> None:
+    folder = target.parent
+    if not folder.is_dir():
+        return
+    names = (target.name, "coords.npy", "extraction.json") if target.suffix == ".npy" else (target.name,)
+    for name in names:
+        for p in folder.glob(f".{name}.tmp-*"):
+            p.unlink(missing_ok=True)
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and prove it takes a file, or raise :class:`OutputNotWritableError`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.tmp-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputNotWritableError(str(folder), f"output folder is not writable ({exc.strerror or exc})") from exc
+
+
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Latest manifest record per slide across all rank manifests in ``root``."""
+    latest: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(root).glob("manifest*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if rec["slide"] not in latest or rec["finished_at"] >= latest[rec["slide"]]["finished_at"]:
+                    latest[rec["slide"]] = rec
+    return latest
+
+
+def describe_error(exc: BaseException) -> str:
+    """``ErrorType: message`` of a failure; for an error re-raised by a DataLoader worker, the original one.
+
+    ``torch`` re-raises a worker exception whose class cannot be rebuilt from one
+    string as ``RuntimeError("Caught X in DataLoader worker ... Original Traceback ...")``;
+    the last line of that traceback is the original ``module.ErrorType: message``.
+    """
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        name, sep, message = last.partition(": ")
+        if sep:
+            return f"{name.rsplit('.', 1)[-1]}: {message}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _append(manifest: Path, record: SlideRecord) -> None:
+    with open(manifest, "a", encoding="utf-8") as fh:
+        fh.write(record.to_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def extract_cohort(
+    slides: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    encoder: Encoder,
+    *,
+    tiling: DeepZoomTiling | GridTiling | None = None,
+    fmt: FeatureFormat = "histossl",
+    extractor_name: str | None = None,
+    cohort: str = "default",
+    config: ExtractionConfig | None = None,
+    backend: SlideBackend | None = None,
+    mpp_policy: MppPolicy | None = None,
+    overwrite: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: bool = True,
+) -> CohortReport:
+    """Extract the features of every slide of a cohort (this rank's shard), resumably.
+
+    Parameters
+    ----------
+    slides
+        A folder, a glob, a ``.txt`` list, one file, or a list of paths (``resolve_slide_paths``).
+    out_dir : path-like
+        Root; outputs go to ``{out_dir}/{extractor_name}/{cohort}``.
+    encoder : Encoder
+        The model (moved to ``config.device`` once).
+    tiling : DeepZoomTiling or GridTiling
+        Default :class:`DeepZoomTiling`.
+    fmt : {"histossl", "h5"}
+        Output format.
+    extractor_name : str, optional
+        Folder name of the extractor (default: the encoder name).
+    overwrite : bool
+        Redo finished slides too.
+    rank, world_size : int, optional
+        Shard; default from ``RANK`` / ``WORLD_SIZE`` (``torchrun``).
+    progress : bool
+        Show a progress bar (slides, tiles/s).
+
+    Raises
+    ------
+    OutputNotWritableError
+        The output folder cannot be written (before any slide is read).
+    ValueError
+        Bad arguments, or two slides with the same file name (they would share an output).
+    """
+    if fmt not in ("histossl", "h5"):
+        raise ValueError(f"fmt={fmt!r}; pass 'histossl' or 'h5'")
+    rank, world_size = dist_rank_world(rank, world_size)
+    all_slides = resolve_slide_paths(slides)
+    dupes = [n for n, c in Counter(Path(s).name for s in all_slides).items() if c > 1]
+    if dupes:
+        raise ValueError(f"slides with the same file name would share an output folder: {sorted(dupes)}")
+    root = Path(out_dir) / (extractor_name or encoder.name) / cohort
+    ensure_writable(root)
+    manifest = root / ("manifest.jsonl" if world_size == 1 else f"manifest.rank{rank:03d}.jsonl")
+    report = CohortReport(root, manifest, rank, world_size)
+    mine = shard(all_slides, rank, world_size)
+    tiling = tiling or DeepZoomTiling()
+    runner = TileEncoderRunner(encoder, config)
+    t_start = time.perf_counter()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(mine), unit="slide", disable=not progress, desc=f"extract[{rank}/{world_size}]")
+    tiles_done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal tiles_done
+        tiles_done += n
+        rate = tiles_done / max(time.perf_counter() - t_start, 1e-9)
+        bar.set_postfix(tiles=tiles_done, tiles_s=f"{rate:.1f}", failed=report.count("failed"), refresh=False)
+
+    try:
+        for slide in mine:
+            report.records.append(
+                _one_slide(slide, root, fmt, runner, tiling, backend, mpp_policy, overwrite, rank, on_batch)
+            )
+            _append(manifest, report.records[-1])
+            bar.update(1)
+    finally:
+        bar.close()
+        report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _one_slide(
+    slide: str,
+    root: Path,
+    fmt: FeatureFormat,
+    runner: TileEncoderRunner,
+    tiling: DeepZoomTiling | GridTiling,
+    backend: SlideBackend | None,
+    mpp_policy: MppPolicy | None,
+    overwrite: bool,
+    rank: int,
+    on_batch: Any,
+) -> SlideRecord:
+    target = slide_output(root, slide, fmt)
+    slide_id = target.parent.name if fmt == "histossl" else target.stem
+    now = lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: E731
+    if not overwrite and (n := finished_tiles(target)) is not None:
+        return SlideRecord(slide, slide_id, "skipped", n, 0.0, output=str(target), rank=rank, finished_at=now())
+    _remove_temporaries(target)  # leftovers of an interrupted run
+    t0 = time.perf_counter()
+    try:
+        result = extract_slide(slide, runner, tiling, backend=backend, mpp_policy=mpp_policy, on_batch=on_batch)
+        if fmt == "histossl":
+            result.write_histossl(target.parent)
+        else:
+            result.write_h5(target)
+    except Exception as exc:  # a failing slide is recorded and skipped; KeyboardInterrupt still stops the run
+        _remove_temporaries(target)
+        return SlideRecord(
+            slide,
+            slide_id,
+            "failed",
+            0,
+            time.perf_counter() - t0,
+            describe_error(exc),
+            rank=rank,
+            finished_at=now(),
+        )
+    return SlideRecord(
+        slide,
+        slide_id,
+        "done",
+        result.n_tiles,
+        time.perf_counter() - t0,
+        output=str(target),
+        rank=rank,
+        finished_at=now(),
+    )
