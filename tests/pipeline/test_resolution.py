@@ -84,12 +84,12 @@ def test_tissue_threshold_is_met(cmu_svs):
         sampler=RandomSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.6),
         seed=0,
     )
-    detector = OtsuTissueDetector(close_ksize=0, min_area_fraction=0)
+    fractions = []
     for r in _take(pipe, 20):
         assert r.tissue_fraction >= 0.6
-        # independent check on the pixels themselves: most of the patch is stained
-        stained = detector.detect(r.image, (1.0, 1.0)).mask.mean()
-        assert stained > 0.3
+        # independent check on the pixels themselves: glass has HSV saturation < 10/255
+        fractions.append((cv2.cvtColor(r.image, cv2.COLOR_RGB2HSV)[:, :, 1] > 20).mean())
+    assert np.mean(fractions) > 0.6 and min(fractions) > 0.3
 
 
 def test_mpp_override_and_fallback_are_recorded(shared_slide):

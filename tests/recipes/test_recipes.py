@@ -86,3 +86,10 @@ def test_recipes_cli():
     out = runner.invoke(app, ["recipes", "show", "gpfm"])
     assert out.exit_code == 0 and "| Tissue threshold |" in out.output
     assert runner.invoke(app, ["recipes", "show", "nope"]).exit_code == 2
+
+
+def test_recipe_accepts_overrides(cmu_svs):
+    from wsistream.tissue import HSVTissueDetector
+
+    pipe = build_pipeline("phikon-v2", [cmu_svs], tissue_detector=HSVTissueDetector(), pool_size=2, seed=9)
+    assert isinstance(pipe.tissue_detector, HSVTissueDetector) and pipe.pool_size == 2 and pipe.seed == 9

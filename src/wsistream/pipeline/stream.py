@@ -13,7 +13,17 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from wsistream.errors import NoTissueError, NoUsableSlidesError, TileDecodeError, WsiStreamError
+from wsistream.errors import (
+    MissingMppError,
+    NoTissueError,
+    NoUsableSlidesError,
+    ResolutionUnavailableError,
+    SlideNotFoundError,
+    SlideOpenError,
+    SlideTooSmallError,
+    TileDecodeError,
+    WsiStreamError,
+)
 from wsistream.pipeline.seeding import RngStream, stream_rng
 from wsistream.pipeline.slot import Slot, SlotCounters
 from wsistream.sampling.base import Position
@@ -24,7 +34,14 @@ if TYPE_CHECKING:
 
 #: Failures that will recur every time the slide is opened with this config:
 #: such a slide is not reopened in later epochs.
-_PERMANENT = (NoTissueError,)
+_PERMANENT = (
+    NoTissueError,
+    MissingMppError,
+    ResolutionUnavailableError,
+    SlideTooSmallError,
+    SlideOpenError,
+    SlideNotFoundError,
+)
 
 
 class PatchStream(Iterator[PatchResult]):
@@ -112,7 +129,7 @@ class PatchStream(Iterator[PatchResult]):
                 handle.close()
             self._record(path, stage, exc)
             p.stats.slides_failed += 1
-            if stage in ("open", "plan") or isinstance(exc, _PERMANENT):
+            if isinstance(exc, _PERMANENT):
                 self.dead.add(counters.slide_index)
             return None
 

@@ -18,8 +18,12 @@ _RES = "tests/pipeline/test_resolution.py::"
 _VIEWS = "tests/recipes/test_recipes.py::"
 
 
-def _common(backend: SlideBackend | None, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    return {"backend": backend or OpenSlideBackend(), "seed": seed, **overrides}
+def _assemble(
+    slide_paths: Slides, recipe: dict[str, Any], backend: SlideBackend | None, seed: int, overrides: dict[str, Any]
+) -> PatchPipeline:
+    """The recipe's settings, then the caller's overrides (any ``PatchPipeline`` field, e.g. ``tissue_detector=``)."""
+    kwargs = {**recipe, "backend": backend or OpenSlideBackend(), "seed": seed, **overrides}
+    return PatchPipeline(slide_paths=slide_paths, **kwargs)
 
 
 def build_phikon_v2(
@@ -46,27 +50,28 @@ def build_phikon_v2(
     else:
         sampler = RandomSampler(patch_size=224, num_patches=-1, target_mpp=0.5, tissue_threshold=0.6)
         defaults = {"patches_per_slide": 100, "cycle": True}
-    return PatchPipeline(
-        slide_paths=slide_paths,
-        tissue_detector=OtsuTissueDetector(),
-        sampler=sampler,
-        views=dinov2_multicrop(global_size=224, local_size=96) if views else None,
-        pool_size=8,
-        **{**defaults, **_common(backend, seed, overrides)},
-    )
+    recipe = {
+        "tissue_detector": OtsuTissueDetector(),
+        "sampler": sampler,
+        "views": dinov2_multicrop(global_size=224, local_size=96) if views else None,
+        "pool_size": 8,
+        **defaults,
+    }
+    return _assemble(slide_paths, recipe, backend, seed, overrides)
 
 
 def build_phikon(
     slide_paths: Slides, *, backend: SlideBackend | None = None, seed: int = 0, **overrides: Any
 ) -> PatchPipeline:
     """Phikon (Filiot et al., 2023): every non-overlapping 224-px tile at 0.5 µm/px, "all matter" tiles."""
-    return PatchPipeline(
-        slide_paths=slide_paths,
-        tissue_detector=OtsuTissueDetector(),
-        sampler=GridSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.5, shuffle=True),
-        pool_size=8,
-        **{"patches_per_slide": -1, "cycle": False, **_common(backend, seed, overrides)},
-    )
+    recipe = {
+        "tissue_detector": OtsuTissueDetector(),
+        "sampler": GridSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.5, shuffle=True),
+        "pool_size": 8,
+        "patches_per_slide": -1,
+        "cycle": False,
+    }
+    return _assemble(slide_paths, recipe, backend, seed, overrides)
 
 
 def build_gpfm(
@@ -88,14 +93,14 @@ def build_gpfm(
     else:
         sampler = RandomSampler(patch_size=512, num_patches=-1, level=0, tissue_criterion="four_pt")
         defaults = {"patches_per_slide": 100, "cycle": True}
-    return PatchPipeline(
-        slide_paths=slide_paths,
-        tissue_detector=CLAMTissueDetector.preset(dataset),
-        sampler=sampler,
-        views=dinov2_multicrop(global_size=224, local_size=98) if views else None,
-        pool_size=8,
-        **{**defaults, **_common(backend, seed, overrides)},
-    )
+    recipe = {
+        "tissue_detector": CLAMTissueDetector.preset(dataset),
+        "sampler": sampler,
+        "views": dinov2_multicrop(global_size=224, local_size=98) if views else None,
+        "pool_size": 8,
+        **defaults,
+    }
+    return _assemble(slide_paths, recipe, backend, seed, overrides)
 
 
 PHIKON_V2 = register(
@@ -108,9 +113,10 @@ PHIKON_V2 = register(
             DeviationRow(
                 "Tissue detection",
                 "In-house bi-directional U-Net at 2.5x (not released)",
-                "OtsuTissueDetector",
+                "OtsuTissueDetector by default; ModelTissueDetector(input_mpp=4.0) slot for a U-Net "
+                "(tissue_detector=...)",
                 "Unavailable",
-                note="weights not public; heuristic substitute",
+                note="weights not public: slot provided, Otsu until you have them",
             ),
             DeviationRow(
                 "Tissue threshold",
