@@ -209,6 +209,8 @@ class SlideBackend(ABC):
             raise SlideOpenError(path, "is a directory, not a slide file")
         if os.path.getsize(path) == 0:
             raise SlideOpenError(path, "file is empty (0 bytes)")
+        if not os.access(path, os.R_OK):
+            raise SlideOpenError(path, "permission denied: the file is not readable by this process")
         try:
             return self._open(path)
         except WsiStreamError:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from wsistream.backends._jpeg_tiles import JpegTileReader, shared_tile_cache
 from wsistream.backends.base import SlideBackend, SlideHandle, plausible_mpp
 from wsistream.types import SlideProperties
 
@@ -51,8 +52,15 @@ class _OpenSlideHandle(SlideHandle):
             osr.set_cache(_shared_cache(cache_bytes))
         self._osr = osr
         self._cache_bytes = cache_bytes
+        #: Direct JPEG tile decoder (Aperio / generic tiled JPEG TIFF), or None: OpenSlide reads.
+        self._fast: JpegTileReader | None = None
 
     def _read_level_region(self, x0: int, y0: int, level: int, width: int, height: int) -> np.ndarray:
+        fast = self._fast
+        if fast is not None:
+            # A corrupt tile raises JpegTileError (-> TileDecodeError); nothing sticky to reset.
+            lx, ly = fast.level_origin(level, x0, y0, width, height)
+            return fast.read(level, lx, ly, width, height)
         try:
             return np.asarray(self._osr.read_region((x0, y0), level, (width, height)))
         except Exception:
@@ -63,15 +71,25 @@ class _OpenSlideHandle(SlideHandle):
             raise
 
     def _reopen(self) -> None:
+        """Swap in a fresh handle; if the file cannot be reopened (deleted...), keep the old one."""
         import openslide
 
-        self._osr.close()
-        self._osr = openslide.OpenSlide(self.slide_path)
+        try:
+            fresh = openslide.OpenSlide(self.slide_path)
+        except Exception:
+            return  # the original read error stands
         if self._cache_bytes > 0:
-            self._osr.set_cache(_shared_cache(self._cache_bytes))
+            fresh.set_cache(_shared_cache(self._cache_bytes))
+        old, self._osr = self._osr, fresh
+        old.close()
 
     def close(self) -> None:
-        self._osr.close()
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            fast.close()
+        osr, self._osr = self._osr, None
+        if osr is not None:
+            osr.close()
 
 
 @dataclass(frozen=True)
@@ -83,12 +101,20 @@ class OpenSlideBackend(SlideBackend):
     cache_bytes : int
         Capacity of the per-process OpenSlide tile cache shared by all handles
         (openslide-python's ``OpenSlideCache``).  0 keeps OpenSlide's own
-        per-handle default.  Default 64 MiB.
+        per-handle default.  Default 64 MiB.  The fast path keeps its decoded tiles in a
+        per-process cache of the same size (0: a private 64 MiB cache per slide).
+    fast_tiles : bool
+        Decode the JPEG tiles of Aperio SVS and generic tiled JPEG TIFF directly
+        (tifffile offsets + libjpeg-turbo, :mod:`wsistream.backends._jpeg_tiles`) instead of
+        through ``read_region``: OpenSlide's pixels at level 0 and wherever the level origin is a
+        whole level pixel, several times faster.  Files it does not decode exactly (JPEG 2000,
+        NDPI, MIRAX, LZW, missing tiles, ...) are read by OpenSlide as before.  Default True.
     """
 
     name: ClassVar[str] = "openslide"
     requires: ClassVar[str] = "openslide"
     cache_bytes: int = 64 * 1024 * 1024
+    fast_tiles: bool = True
 
     def __post_init__(self) -> None:
         if self.cache_bytes < 0:
@@ -97,4 +123,18 @@ class OpenSlideBackend(SlideBackend):
     def _open(self, slide_path: str) -> SlideHandle:
         import openslide
 
-        return _OpenSlideHandle(slide_path, openslide.OpenSlide(slide_path), self.cache_bytes)
+        osr = openslide.OpenSlide(slide_path)
+        try:
+            handle = _OpenSlideHandle(slide_path, osr, self.cache_bytes)
+        except BaseException:
+            osr.close()
+            raise
+        if self.fast_tiles:
+            props = handle.properties
+            handle._fast = JpegTileReader.try_open(
+                slide_path,
+                props.level_dimensions,
+                props.level_downsamples,
+                cache=shared_tile_cache(self.cache_bytes) if self.cache_bytes > 0 else None,
+            )
+        return handle

@@ -24,7 +24,7 @@ from wsistream.pipeline.slot import Slot, SlotCounters
 from wsistream.pipeline.stream import PatchStream
 from wsistream.sampling.base import PatchSampler, Position
 from wsistream.sampling.grid import GridSampler
-from wsistream.sampling.plan import ReadPlan
+from wsistream.sampling.plan import ReadPlan, plan_read
 from wsistream.sampling.random import RandomSampler
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
@@ -281,6 +281,11 @@ class PatchPipeline:
         tiles = list(grid.positions(mask, plan, props, rng))  # scan order; raises NoTissueError if empty
         return _without_replacement(tiles, self.seed_used, counters, self.patches_per_slide)
 
+    def check_view_resolutions(self, props: SlideProperties) -> None:
+        """Raise now (stage ``plan``) if a view's ``mpp_override`` cannot be read from this slide."""
+        for mpp in sorted({v.mpp_override for v in self._views or () if v.mpp_override is not None}):
+            plan_read(props, self.sampler.patch_size, target_mpp=mpp, tolerance=self.sampler.mpp_tolerance)
+
     def slide_metadata(self, props: SlideProperties) -> SlideMetadata:
         """Metadata for a slide (adapter fields + properties)."""
         fields = dict(self.dataset_adapter.parse(props.slide_path)) if self.dataset_adapter else {}
@@ -295,7 +300,8 @@ class PatchPipeline:
     def make_result(self, slot: Slot, position: Position, rng: np.random.Generator) -> PatchResult | None:
         """Read, filter, transform and build the views of one patch (``None`` if filtered)."""
         plan = position.plan or slot.plan
-        image = slot.read(position.x0, position.y0, plan)
+        x0, y0 = plan.snap(position.x0, position.y0)
+        image = slot.read(x0, y0, plan)
         if self.patch_filter is not None and not self.patch_filter.accept(image):
             self.stats.patches_filtered += 1
             return None
@@ -313,7 +319,7 @@ class PatchPipeline:
             image = self._transforms(image, rng)
         return PatchResult(
             image=image,
-            coordinate=slot.coordinate(position.x0, position.y0, plan),
+            coordinate=slot.coordinate(x0, y0, plan),
             tissue_fraction=position.tissue_fraction,
             slide_metadata=slot.metadata,
             views=views,

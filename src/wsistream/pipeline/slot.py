@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -79,8 +78,7 @@ class Slot:
         own = position.plan or self.plan
         centre_x = position.x0 + own.footprint_level0 / 2
         centre_y = position.y0 + own.footprint_level0 / 2
-        x0 = math.floor(centre_x - plan.footprint_level0 / 2)
-        y0 = math.floor(centre_y - plan.footprint_level0 / 2)
+        x0, y0 = plan.snap(centre_x - plan.footprint_level0 / 2, centre_y - plan.footprint_level0 / 2)
         return self.read(x0, y0, plan)
 
     def close(self) -> None:

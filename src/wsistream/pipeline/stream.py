@@ -8,6 +8,7 @@ is small and :meth:`PatchPipeline.resume` continues the exact same stream.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -28,6 +29,8 @@ from wsistream.pipeline.seeding import RngStream, stream_rng
 from wsistream.pipeline.slot import Slot, SlotCounters
 from wsistream.sampling.base import Position
 from wsistream.types import FailureRecord, PatchResult
+
+logger = logging.getLogger("wsistream")
 
 if TYPE_CHECKING:
     from wsistream.pipeline.pipeline import PatchPipeline
@@ -111,6 +114,7 @@ class PatchStream(Iterator[PatchResult]):
             props = p.mpp_policy.apply(handle.properties)
             stage = "plan"
             plan = p.sampler.plan(props)
+            p.check_view_resolutions(props)
             stage = "tissue"
             mask = p.tissue_mask(handle, props)
             if mask.is_empty:
@@ -165,7 +169,7 @@ class PatchStream(Iterator[PatchResult]):
                 self.pool.append(slot)
 
     def _retire(self, slot: Slot) -> None:
-        slot.close()
+        _close_quietly(slot)
         index = self.pool.index(slot)
         self.pool.pop(index)
         if self.pool:
@@ -221,6 +225,13 @@ class PatchStream(Iterator[PatchResult]):
             c.read_errors += 1
             self._record(slot.slide_path, "read", exc, retired=False)
             p.stats.read_errors += 1
+        except WsiStreamError as exc:  # e.g. a view resolution this slide cannot deliver
+            self._record(slot.slide_path, "read", exc)
+            p.stats.slides_failed += 1
+            if isinstance(exc, _PERMANENT):
+                self.dead.add(c.slide_index)
+            self._retire(slot)
+            return None
         if p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide:
             self._retire(slot)
         elif c.read_errors >= p.max_read_errors:
@@ -239,8 +250,16 @@ class PatchStream(Iterator[PatchResult]):
     def close(self) -> None:
         """Close every open slide."""
         for slot in self.pool:
-            slot.close()
+            _close_quietly(slot)
         self.pool = []
+
+
+def _close_quietly(slot: Slot) -> None:
+    """Close a slot; a library error while closing (file gone, handle broken) must not end the stream."""
+    try:
+        slot.close()
+    except Exception as exc:
+        logger.warning("wsistream: error closing %s: %s", slot.slide_path, exc)
 
 
 def _prepend(first: Position, rest: Iterator[Position]) -> Iterator[Position]:

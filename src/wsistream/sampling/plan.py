@@ -55,6 +55,19 @@ class ReadPlan:
         """Patch side in level-0 pixels."""
         return self.read_size * self.level_downsample
 
+    def snap(self, x0: float, y0: float) -> tuple[int, int]:
+        """Level-0 origin moved onto the read level's pixel grid.
+
+        A level > 0 read whose origin is not a whole level pixel is blended
+        across neighbouring pixels by OpenSlide and snapped by direct tile
+        decoders; snapping first makes every backend return the same pixels and
+        the recorded coordinate exact.
+        """
+        ds = self.level_downsample
+        if ds == 1.0:
+            return int(x0), int(y0)
+        return round(round(x0 / ds) * ds), round(round(y0 / ds) * ds)
+
     @property
     def needs_resize(self) -> bool:
         """True when ``read_size != patch_size`` (an area resample follows the read)."""
