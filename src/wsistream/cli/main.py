@@ -75,20 +75,30 @@ def recipes_docs(out: Path = typer.Option(None, help="Write here instead of stdo
 
 @app.command()
 def preview(
-    slide: Path,
+    slides: list[Path],
     recipe: str = typer.Option("phikon-v2", help="Recipe whose stream is previewed."),
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="PNG to write."),
-    n_patches: int = typer.Option(12, help="Patches to draw."),
+    n_patches: int = typer.Option(12, help="Patches to draw (per slide with --sheet)."),
     views: bool = typer.Option(False, help="Show each patch's views."),
+    sheet: bool = typer.Option(False, help="Cohort contact sheet: one row per slide."),
 ) -> None:
     """Overview + tissue mask + sampled patch boxes + the patches, as the recipe streams them."""
-    from wsistream.qc import preview_slide
+    from wsistream.qc import preview_sheet, preview_slide
     from wsistream.recipes import build_pipeline
 
     kwargs = {"views": views} if recipe != "phikon" else {}
-    pipeline = build_pipeline(recipe, [str(slide)], **kwargs)
+    pipeline = build_pipeline(recipe, [str(s) for s in slides], **kwargs)
+    if sheet or len(slides) > 1:
+        png, status = preview_sheet(
+            pipeline, [str(s) for s in slides], out, n_patches=min(n_patches, 6), title=f"recipe {recipe}"
+        )
+        bad = {s: r for s, r in status.items() if r != "ok"}
+        typer.echo(f"{png}: {len(status) - len(bad)}/{len(status)} slides previewed")
+        for reason in bad.values():
+            typer.echo(f"  {reason}", err=True)
+        raise typer.Exit(1 if bad else 0)
     try:
-        png, results = preview_slide(pipeline, slide, out, n_patches=n_patches, title=f"recipe {recipe}")
+        png, results = preview_slide(pipeline, slides[0], out, n_patches=n_patches, title=f"recipe {recipe}")
     except RuntimeError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

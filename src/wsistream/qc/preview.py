@@ -13,9 +13,11 @@ import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from wsistream.errors import NoUsableSlidesError
 from wsistream.pipeline import PatchPipeline
 from wsistream.types import PatchResult
 
@@ -40,24 +42,15 @@ def overlay_mask(overview: np.ndarray, mask: np.ndarray, alpha: float = 0.35) ->
     return out
 
 
-def preview_slide(
-    pipeline: PatchPipeline,
-    slide_path: str | os.PathLike[str],
-    out_png: str | os.PathLike[str],
-    *,
-    n_patches: int = 16,
-    title: str | None = None,
-) -> tuple[Path, list[PatchResult]]:
-    """Write a preview PNG of ``pipeline`` on one slide; returns the path and the patches shown."""
+def _slide_panel(pipeline: PatchPipeline, slide: str, n_patches: int) -> tuple[np.ndarray, list[PatchResult], float]:
+    """Overview with mask and patch boxes, the first patches the pipeline streams there, tissue fraction."""
     import cv2
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    slide = os.fspath(slide_path)
     single = dataclasses.replace(pipeline, slide_paths=[slide], cycle=False, pool_size=1, patches_per_slide=n_patches)
-    results = list(itertools.islice(iter(single), n_patches))
+    try:
+        results = list(itertools.islice(iter(single), n_patches))
+    except NoUsableSlidesError:
+        results = []
     if not results:
         reason = single.failures[-1] if single.failures else "no patch"
         raise RuntimeError(f"{slide}: nothing to preview ({reason})")
@@ -70,24 +63,99 @@ def preview_slide(
         c = r.coordinate
         x, y, s = c.x0 / dsx, c.y0 / dsy, c.level0_footprint / dsx
         cv2.rectangle(canvas, (int(x), int(y)), (int(x + s), int(y + s * dsx / dsy)), BOX_COLOUR, 2)
-    tiles = _tile_rows(results)
+    return canvas, results, mask.tissue_fraction
+
+
+def _resolution_label(result: PatchResult) -> str:
+    c = result.coordinate
+    mpp = f"{c.mpp:.4f} µm/px" if c.mpp is not None else "µm/px unknown"
+    return f"{c.patch_size}px patches, level {c.level}, read {c.read_size}px → {mpp}"
+
+
+def preview_slide(
+    pipeline: PatchPipeline,
+    slide_path: str | os.PathLike[str],
+    out_png: str | os.PathLike[str],
+    *,
+    n_patches: int = 16,
+    title: str | None = None,
+) -> tuple[Path, list[PatchResult]]:
+    """Write a preview PNG of ``pipeline`` on one slide; returns the path and the patches shown.
+
+    Raises ``RuntimeError`` naming the slide and the recorded failure when it yields no patch.
+    """
+    plt = _pyplot()
+    slide = os.fspath(slide_path)
+    canvas, results, tissue = _slide_panel(pipeline, slide, n_patches)
     fig = plt.figure(figsize=(14, 7), dpi=100)
     ax0 = fig.add_axes((0.01, 0.02, 0.48, 0.88))
     ax0.imshow(canvas)
     ax0.set_axis_off()
-    ax0.set_title(f"{Path(slide).name}: tissue {mask.tissue_fraction:.0%} of overview, {len(results)} patch boxes")
+    ax0.set_title(f"{Path(slide).name}: tissue {tissue:.0%} of overview, {len(results)} patch boxes")
     ax1 = fig.add_axes((0.51, 0.02, 0.48, 0.88))
-    ax1.imshow(tiles)
+    ax1.imshow(_tile_rows(results))
     ax1.set_axis_off()
-    c0 = results[0].coordinate
-    mpp = f"{c0.mpp:.4f} µm/px" if c0.mpp is not None else "µm/px unknown"
-    ax1.set_title(f"{c0.patch_size}px patches, level {c0.level}, read {c0.read_size}px → {mpp}")
+    ax1.set_title(_resolution_label(results[0]))
     fig.suptitle(title or "wsistream preview", fontsize=14)
+    out = _save(fig, out_png)
+    return out, results
+
+
+def preview_sheet(
+    pipeline: PatchPipeline,
+    slide_paths: list[str],
+    out_png: str | os.PathLike[str],
+    *,
+    n_patches: int = 4,
+    title: str | None = None,
+) -> tuple[Path, dict[str, str]]:
+    """A cohort contact sheet: one row per slide (overview + mask + boxes, then its patches).
+
+    A slide that yields no patch gets a row stating why.  Returns the PNG path
+    and ``{slide: "ok" | reason}``.
+    """
+    plt = _pyplot()
+    rows = len(slide_paths)
+    fig, axes = plt.subplots(
+        rows, 2, figsize=(12, 3.2 * rows), dpi=90, squeeze=False, gridspec_kw={"width_ratios": [1, 2]}
+    )
+    status: dict[str, str] = {}
+    for (ax0, ax1), slide in zip(axes, slide_paths, strict=True):
+        ax0.set_axis_off()
+        ax1.set_axis_off()
+        try:
+            canvas, results, tissue = _slide_panel(pipeline, slide, n_patches)
+        except RuntimeError as exc:
+            status[slide] = str(exc)
+            ax0.text(0, 0.5, f"{Path(slide).name}\n{exc}"[:300], wrap=True, fontsize=8, color="darkred")
+            continue
+        status[slide] = "ok"
+        ax0.imshow(canvas)
+        ax0.set_title(f"{Path(slide).name} (tissue {tissue:.0%})", fontsize=9)
+        ax1.imshow(_tile_rows(results, max_cols=n_patches))
+        ax1.set_title(_resolution_label(results[0]), fontsize=9)
+    fig.suptitle(title or "wsistream contact sheet", fontsize=13)
+    fig.tight_layout()
+    return _save(fig, out_png), status
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: object, out_png: str | os.PathLike[str]) -> Path:
+    import matplotlib.pyplot as plt
+
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out, results
+    fig.savefig(out)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return out
 
 
 def _tile_rows(results: Sequence[PatchResult], max_cols: int = 4) -> np.ndarray:
