@@ -249,3 +249,20 @@ def test_failure_log_and_quarantine(written_20x, blank_slide, tmp_path):
     assert again.quarantined == [missing, blank_slide]
     assert len(list(again)) == 4 and again.failures == []
     assert again.failure_summary() == {"quarantined": 2}
+
+
+def test_impossible_view_config_raises_at_construction(written_20x):
+    from wsistream.views import CenterCrop, ViewConfig
+
+    with pytest.raises(ValueError, match="CenterCrop"):
+        PatchPipeline(
+            slide_paths=[written_20x],
+            sampler=RandomSampler(patch_size=64),
+            views=[ViewConfig(name="big", crop=CenterCrop(96))],
+        )
+    with pytest.raises(ValueError):
+        PatchPipeline(
+            slide_paths=[written_20x],
+            sampler=RandomSampler(patch_size=64),
+            views=[ViewConfig(name="a", count=2), ViewConfig(name="a")],
+        )

@@ -192,6 +192,7 @@ class PatchPipeline:
             from wsistream.views import validate_views
 
             self._views = tuple(validate_views(self.views))
+            _check_crops_fit(self._views, self.sampler.patch_size)
         self._mask_cache = MaskCache(self.tissue_mask_cache_size)
         self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
         #: The seed actually used (drawn once when ``seed=None``).
@@ -324,6 +325,18 @@ class PatchPipeline:
             slide_metadata=slot.metadata,
             views=views,
         )
+
+
+def _check_crops_fit(views: Sequence[ViewConfig], patch_size: int) -> None:
+    """A centre crop larger than the patch cannot be taken: say so at construction, not mid-stream."""
+    from wsistream.views import CenterCrop
+
+    for view in views:
+        if isinstance(view.crop, CenterCrop) and view.crop.size > patch_size:
+            raise ValueError(
+                f"view {view.name!r}: CenterCrop({view.crop.size}) is larger than the {patch_size}-px patch; "
+                f"pass a crop size <= {patch_size} or a larger sampler patch_size"
+            )
 
 
 def _compose(transforms: Any) -> Any:
