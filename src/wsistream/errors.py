@@ -14,7 +14,9 @@ from collections.abc import Sequence
 class WsiStreamError(Exception):
     """Root of every error wsistream raises about a slide or its data."""
 
-    def __init__(self, slide_path: str | None, reason: str) -> None:
+    def __init__(self, slide_path: str | None, reason: str | None = None) -> None:
+        if reason is None:  # one-argument form, e.g. torch's DataLoader re-raising a worker error as cls(msg)
+            slide_path, reason = None, str(slide_path)
         self.slide_path = slide_path
         self.reason = reason
         where = f"{slide_path}: " if slide_path is not None else ""
@@ -65,7 +67,11 @@ class SamplingExhaustedError(WsiStreamError):
 class NoUsableSlidesError(WsiStreamError):
     """Every slide of a stream failed; raised instead of spinning forever."""
 
-    def __init__(self, failures: Sequence[object]) -> None:
+    def __init__(self, failures: Sequence[object] | str) -> None:
+        if isinstance(failures, str):  # re-raised from a DataLoader worker as cls(msg)
+            self.failures = []
+            WsiStreamError.__init__(self, None, failures)
+            return
         self.failures = list(failures)
         lines = "\n".join(f"  - {f}" for f in self.failures[:50])
         more = f"\n  ... and {len(self.failures) - 50} more" if len(self.failures) > 50 else ""

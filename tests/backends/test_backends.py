@@ -139,3 +139,13 @@ def test_one_corrupt_tile_costs_one_region(backend, tmp_path):
         # the handle keeps working after the error (OpenSlide's handle is reopened)
         np.testing.assert_array_equal(h.read_region(0, 0, 0, (100, 100)), good_before)
         assert h.read_region(500, 500, 0, (50, 50)).shape == (50, 50, 3)
+
+
+def test_errors_survive_one_argument_reraise():
+    # torch's DataLoader re-raises a worker's exception as type(exc)(message)
+    from wsistream.errors import NoUsableSlidesError
+
+    err = TileDecodeError("worker 1: /x/a.svs: bad tile")
+    assert str(err) == "worker 1: /x/a.svs: bad tile" and err.slide_path is None
+    err = NoUsableSlidesError("worker 0: no usable slides")
+    assert "no usable slides" in str(err) and err.failures == []

@@ -1,0 +1,300 @@
+"""One shard's stream: its slides, its pipeline per epoch/pass, its counters and its state."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wsistream.errors import NoUsableSlidesError, WsiStreamError
+from wsistream.pipeline import PatchPipeline, PatchStream
+from wsistream.torch.sharding import shard_indices, shard_seed
+from wsistream.types import FailureRecord, PatchResult
+
+if TYPE_CHECKING:
+    from wsistream.torch.dataset import WsiStreamDataset
+
+logger = logging.getLogger("wsistream")
+
+_STAT_KEYS = ("slides_opened", "slides_failed", "read_errors", "patches_filtered")
+
+
+class ShardUnusableError(NoUsableSlidesError):
+    """A shard whose stream promised a length (``cycle=True`` or ``patches_per_rank``) has no usable slide.
+
+    Raised in the worker; the DataLoader re-raises it in the main process
+    (rebuilt from its message, so there ``failures`` is empty and the
+    message carries the list).  Catch :class:`~wsistream.errors.NoUsableSlidesError`.
+    """
+
+    def __init__(self, failures: Sequence[object] | str, where: str = "") -> None:
+        if isinstance(failures, str):  # the DataLoader rebuilds worker errors from their message
+            self.failures = []
+            WsiStreamError.__init__(self, None, failures)
+            return
+        super().__init__(failures)
+        if where:
+            WsiStreamError.__init__(self, None, f"{where}: {self.reason}")
+
+    def __reduce__(self):  # type: ignore[override]
+        return (ShardUnusableError, (self.failures,) if self.failures else (str(self),))
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """Counters of one shard (a DataLoader worker of one rank), cumulative over its life and resumes.
+
+    Attributes
+    ----------
+    rank, worker_id, shard : int
+        Who produced the item (``shard = rank · num_workers + worker_id``).
+    pid : int
+        Worker process id.
+    rss_bytes : int
+        Resident memory of the worker process (-1 where ``/proc`` is unavailable).
+    slides_opened, slides_failed, read_errors, patches_filtered : int
+        The shard's :class:`~wsistream.pipeline.PipelineStats`, summed over epochs and passes.
+    patches : int
+        Patches yielded by the shard so far (all epochs).
+    """
+
+    rank: int
+    worker_id: int
+    shard: int
+    pid: int
+    rss_bytes: int
+    slides_opened: int
+    slides_failed: int
+    read_errors: int
+    patches_filtered: int
+    patches: int
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One item of :class:`~wsistream.torch.WsiStreamDataset` (batch it with ``collate_patches``).
+
+    Attributes
+    ----------
+    result : PatchResult or None
+        The patch; ``None`` for a *failure notice*, the single item a shard
+        yields at the end of a finite epoch when failures are left to report
+        (``collate_patches`` counts it in ``failures`` but not in the tensors).
+    shard, epoch, index : int
+        Which shard, which epoch, and the patch's ordinal within that shard's
+        epoch (-1 for a notice): ``(shard, epoch, index)`` identifies a patch.
+    slide_index : int
+        Index of the slide in the dataset's ``slides`` (-1 for a notice).
+    failures : tuple of FailureRecord
+        Failures the shard recorded since its previous item: this is how every
+        worker's failures reach the main process.
+    worker : WorkerStats
+        The shard's counters as of this item.
+    patch_size : int
+        Side of the patch (lets a batch of notices alone still have a shape).
+    """
+
+    result: PatchResult | None
+    shard: int
+    epoch: int
+    index: int
+    slide_index: int
+    failures: tuple[FailureRecord, ...]
+    worker: WorkerStats
+    patch_size: int
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process in bytes (-1 where ``/proc/self/statm`` is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+class ShardIterator(Iterator[StreamItem]):
+    """Iterator over one shard's items for one epoch; ``snapshot()`` is its resumable state."""
+
+    def __init__(self, ds: WsiStreamDataset, worker_id: int, num_workers: int, state: dict[str, Any] | None) -> None:
+        from wsistream.torch.dataset import STATE_FORMAT
+
+        self.ds = ds
+        self.format = STATE_FORMAT
+        self.worker_id = worker_id
+        self.shard = ds.rank * num_workers + worker_id
+        self.n_shards = ds.world_size * num_workers
+        self.quota: int | None = None
+        if ds.patches_per_rank is not None:
+            n = ds.patches_per_rank
+            self.quota = n // num_workers + (1 if worker_id < n % num_workers else 0)
+        self.epoch = ds.epoch
+        self.pass_no = 0
+        self.emitted = 0  # items of this epoch
+        self.pass_emitted = 0
+        self.ended = False
+        self.stats = dict.fromkeys((*_STAT_KEYS, "patches"), 0)
+        self._stream_state: dict[str, Any] | None = None
+        if state is not None:
+            self._restore(state)
+        self.indices = shard_indices(
+            len(ds.slides),
+            self.shard,
+            self.n_shards,
+            policy=ds.partition,
+            seed=(ds.seed, self.epoch) if ds.shuffle_partition else None,
+            wrap=self.quota is not None,
+        )
+        self._slide_index = {ds.slides[i]: i for i in self.indices}
+        self._pipeline: PatchPipeline | None = None
+        self._stream: PatchStream | None = None
+
+    # -- state -------------------------------------------------------------------------
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.ds.check_state(state, self.shard, self.n_shards)
+        self.epoch = int(state["epoch"])
+        self.pass_no = int(state["pass"])
+        self.emitted = int(state["emitted"])
+        self.pass_emitted = int(state["pass_emitted"])
+        self.ended = bool(state["ended"])
+        self.stats.update({k: int(v) for k, v in state["stats"].items()})
+        self._stream_state = state["stream"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Seeds and counters that reproduce the rest of this shard's epoch."""
+        stream = self._stream.state_dict() if self._stream is not None else self._stream_state
+        return {
+            "format": self.format,
+            "shard": self.shard,
+            "n_shards": self.n_shards,
+            "seed": self.ds.seed,
+            "slides": self.ds.fingerprint,
+            "epoch": self.epoch,
+            "pass": self.pass_no,
+            "emitted": self.emitted,
+            "pass_emitted": self.pass_emitted,
+            "ended": self.ended,
+            "stats": self._current_stats(),
+            "stream": stream,
+        }
+
+    def _current_stats(self) -> dict[str, int]:
+        stats = dict(self.stats)
+        if self._pipeline is not None:
+            for key in _STAT_KEYS:
+                stats[key] += getattr(self._pipeline.stats, key)
+        return stats
+
+    # -- passes ------------------------------------------------------------------------
+    def _start_pass(self) -> PatchStream:
+        template = self.ds.pipeline_template()
+        self._pipeline = dataclasses.replace(
+            template,
+            slide_paths=[self.ds.slides[i] for i in self.indices],
+            seed=shard_seed(self.ds.seed, self.shard, self.n_shards, self.epoch, self.pass_no),
+        )
+        state, self._stream_state = self._stream_state, None
+        self._stream = self._pipeline.resume(state) if state is not None else iter(self._pipeline)
+        return self._stream
+
+    def _end_pass(self) -> None:
+        if self._pipeline is not None:
+            for key in _STAT_KEYS:
+                self.stats[key] += getattr(self._pipeline.stats, key)
+        if self._stream is not None:
+            self._stream.close()
+        self._pipeline, self._stream = None, None
+        self.pass_no += 1
+        self.pass_emitted = 0
+
+    def _take_failures(self) -> tuple[FailureRecord, ...]:
+        """Failures recorded since the last item; removed from the pipeline so memory stays flat."""
+        if self._pipeline is None or not self._pipeline.failures:
+            return ()
+        taken = tuple(self._pipeline.failures)
+        self._pipeline.failures.clear()
+        return taken
+
+    # -- iteration -----------------------------------------------------------------------
+    def __next__(self) -> StreamItem:
+        while not self.ended:
+            if self.quota is not None and self.emitted >= self.quota:
+                self._finish()
+                break
+            stream = self._stream or self._start_pass()
+            try:
+                result = next(stream)
+            except StopIteration:
+                notice = self._pass_exhausted(None)
+            except NoUsableSlidesError as exc:
+                notice = self._pass_exhausted(exc)
+            else:
+                return self._item(result)
+            if notice is not None:
+                return notice
+        raise StopIteration
+
+    def _pass_exhausted(self, exc: NoUsableSlidesError | None) -> StreamItem | None:
+        """Handle the end of the shard's pipeline: next pass (equal-length policy), notice, or error."""
+        endless = self.quota is not None or self.ds.cycle
+        if endless and (exc is not None or self.pass_emitted == 0):
+            failures = exc.failures if exc is not None else list(self._take_failures())
+            self._finish()
+            if failures:
+                where = f"shard {self.shard} (rank {self.ds.rank}, worker {self.worker_id})"
+                raise ShardUnusableError(failures, where) from exc
+            raise RuntimeError(
+                f"shard {self.shard} (rank {self.ds.rank}, worker {self.worker_id}) produced no patch in a "
+                "whole pass over its slides and recorded no failure (are they all quarantined by "
+                "skip_known_failures, or does patch_filter reject everything?)"
+            )
+        if self.quota is not None:
+            self._end_pass()  # wrap around: a fresh pass with its own seed
+            return None
+        failures = tuple(exc.failures) if exc is not None else self._take_failures()
+        self._finish()
+        if exc is not None:
+            logger.warning("wsistream: shard %d has no usable slide; it ends this epoch empty", self.shard)
+        if not failures:
+            return None
+        stats = self._worker_stats()
+        return StreamItem(None, self.shard, self.epoch, -1, -1, failures, stats, self.ds.patch_size)
+
+    def _finish(self) -> None:
+        if self._pipeline is not None:
+            for key in _STAT_KEYS:
+                self.stats[key] += getattr(self._pipeline.stats, key)
+        if self._stream is not None:
+            self._stream.close()
+        self._pipeline, self._stream, self._stream_state = None, None, None
+        self.ended = True
+
+    def _item(self, result: PatchResult) -> StreamItem:
+        index = self.emitted
+        self.emitted += 1
+        self.pass_emitted += 1
+        self.stats["patches"] += 1
+        failures = self._take_failures()
+        slide_index = self._slide_index.get(result.coordinate.slide_path, -1)
+        stats = self._worker_stats()
+        size = self.ds.patch_size
+        return StreamItem(result, self.shard, self.epoch, index, slide_index, failures, stats, size)
+
+    def _worker_stats(self) -> WorkerStats:
+        stats = self._current_stats()
+        return WorkerStats(
+            rank=self.ds.rank,
+            worker_id=self.worker_id,
+            shard=self.shard,
+            pid=os.getpid(),
+            rss_bytes=rss_bytes(),
+            **stats,
+        )
+
+    def close(self) -> None:
+        """Close the shard's open slides."""
+        if self._stream is not None:
+            self._stream.close()
