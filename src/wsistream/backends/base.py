@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import cv2
 import numpy as np
 
+from wsistream.backends._jpeg_tiles import JpegTileReader, TileCache
 from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
 from wsistream.types import SlideProperties
 
@@ -48,6 +50,47 @@ def plausible_mpp(value: object) -> float | None:
     return mpp
 
 
+def properties_from(
+    slide_path: str,
+    props: Mapping[str, str],
+    prefix: str,
+    level_dimensions: Sequence[tuple[int, int]],
+    level_downsamples: Sequence[float],
+    backend: str,
+) -> tuple[SlideProperties, object]:
+    """:class:`SlideProperties` from a library's property map (``{prefix}.mpp-x``, ``.vendor``...).
+
+    Returns the properties and the raw µm/px string.  µm/px is kept only when
+    plausible in x and isotropic within 2 % (anisotropic pixels have no single µm/px).
+    """
+    raw_mpp = props.get(f"{prefix}.mpp-x")
+    mpp = plausible_mpp(raw_mpp)
+    mpp_y = plausible_mpp(props.get(f"{prefix}.mpp-y"))
+    if mpp is not None and mpp_y is not None and abs(mpp - mpp_y) / mpp > 0.02:
+        mpp = None
+    objective = props.get(f"{prefix}.objective-power")
+    properties = SlideProperties(
+        slide_path=slide_path,
+        level_dimensions=tuple((int(w), int(h)) for w, h in level_dimensions),
+        level_downsamples=tuple(float(d) for d in level_downsamples),
+        mpp=mpp,
+        mpp_source="slide" if mpp is not None else "none",
+        objective_power=plausible_objective(objective),
+        vendor=str(props.get(f"{prefix}.vendor") or "unknown"),
+        backend=backend,
+    )
+    return properties, raw_mpp
+
+
+def plausible_objective(value: object) -> float | None:
+    """Objective power as a positive float, or ``None``."""
+    try:
+        power = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return power if math.isfinite(power) and power > 0 else None
+
+
 def _to_rgb(region: np.ndarray) -> np.ndarray:
     """Contiguous uint8 H×W×3; RGBA pixels with alpha 0 become white."""
     if region.ndim == 2:
@@ -70,6 +113,34 @@ class SlideHandle(ABC):
         self.properties = properties
         #: The µm/px value exactly as the file states it (for error messages).
         self.raw_mpp = raw_mpp
+        #: Direct JPEG tile decoder (Aperio / generic tiled JPEG TIFF), or None: the library reads.
+        self._fast: JpegTileReader | None = None
+
+    def enable_fast_tiles(self, cache: TileCache | None) -> None:
+        """Serve reads from the direct JPEG tile decoder when it supports this file exactly."""
+        props = self.properties
+        self._fast = JpegTileReader.try_open(
+            self.slide_path, props.level_dimensions, props.level_downsamples, cache=cache
+        )
+
+    @property
+    def uses_fast_tiles(self) -> bool:
+        """Whether reads bypass the library (see :mod:`wsistream.backends._jpeg_tiles`)."""
+        return self._fast is not None
+
+    def _read(self, x0: int, y0: int, level: int, width: int, height: int) -> np.ndarray:
+        fast = self._fast
+        if fast is not None:  # a corrupt tile raises JpegTileError (-> TileDecodeError); nothing sticky
+            lx, ly = fast.level_origin(level, x0, y0, width, height)
+            return fast.read(level, lx, ly, width, height)
+        return self._read_level_region(x0, y0, level, width, height)
+
+    def close(self) -> None:
+        """Release the file (idempotent)."""
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            fast.close()
+        self._close_library()
 
     # -- implemented by backends ------------------------------------------------
     @abstractmethod
@@ -77,8 +148,8 @@ class SlideHandle(ABC):
         """Read an in-bounds region; returns H×W×3 or H×W×4 uint8."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Release the file."""
+    def _close_library(self) -> None:
+        """Release the library handle (must tolerate being called twice)."""
 
     # -- shared behaviour --------------------------------------------------------
     def __enter__(self) -> SlideHandle:
@@ -111,10 +182,10 @@ class SlideHandle(ABC):
         cx1, cy1 = min(level_w, math.floor(lx) + width), min(level_h, math.floor(ly) + height)
         try:
             if cx0 == math.floor(lx) and cy0 == math.floor(ly) and cx1 - cx0 == width and cy1 - cy0 == height:
-                return _to_rgb(self._read_level_region(x0, y0, level, width, height))
+                return _to_rgb(self._read(x0, y0, level, width, height))
             out = np.full((height, width, 3), 255, np.uint8)
             if cx1 > cx0 and cy1 > cy0:
-                sub = self._read_level_region(round(cx0 * ds), round(cy0 * ds), level, cx1 - cx0, cy1 - cy0)
+                sub = self._read(round(cx0 * ds), round(cy0 * ds), level, cx1 - cx0, cy1 - cy0)
                 ox, oy = cx0 - math.floor(lx), cy0 - math.floor(ly)
                 out[oy : oy + (cy1 - cy0), ox : ox + (cx1 - cx0)] = _to_rgb(sub)
             return out

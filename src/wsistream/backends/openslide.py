@@ -7,9 +7,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from wsistream.backends._jpeg_tiles import JpegTileReader, shared_tile_cache
-from wsistream.backends.base import SlideBackend, SlideHandle, plausible_mpp
-from wsistream.types import SlideProperties
+from wsistream.backends._jpeg_tiles import shared_tile_cache
+from wsistream.backends.base import SlideBackend, SlideHandle, properties_from
 
 # One tile cache per process, shared by every handle this backend opens, so
 # memory stays bounded however many slides a worker cycles through
@@ -28,39 +27,16 @@ def _shared_cache(capacity_bytes: int) -> Any:
 
 class _OpenSlideHandle(SlideHandle):
     def __init__(self, slide_path: str, osr: Any, cache_bytes: int) -> None:
-        import openslide
-
-        props = osr.properties
-        raw_mpp = props.get(openslide.PROPERTY_NAME_MPP_X)
-        mpp = plausible_mpp(raw_mpp)
-        mpp_y = plausible_mpp(props.get(openslide.PROPERTY_NAME_MPP_Y))
-        if mpp is not None and mpp_y is not None and abs(mpp - mpp_y) / mpp > 0.02:
-            mpp = None  # anisotropic pixels: no single µm/px describes the slide
-        objective = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
-        properties = SlideProperties(
-            slide_path=slide_path,
-            level_dimensions=tuple((int(w), int(h)) for w, h in osr.level_dimensions),
-            level_downsamples=tuple(float(d) for d in osr.level_downsamples),
-            mpp=mpp,
-            mpp_source="slide" if mpp is not None else "none",
-            objective_power=float(objective) if objective not in (None, "") else None,
-            vendor=str(props.get(openslide.PROPERTY_NAME_VENDOR) or "unknown"),
-            backend="openslide",
+        properties, raw_mpp = properties_from(
+            slide_path, osr.properties, "openslide", osr.level_dimensions, osr.level_downsamples, "openslide"
         )
         super().__init__(slide_path, properties, raw_mpp)
         if cache_bytes > 0:
             osr.set_cache(_shared_cache(cache_bytes))
         self._osr = osr
         self._cache_bytes = cache_bytes
-        #: Direct JPEG tile decoder (Aperio / generic tiled JPEG TIFF), or None: OpenSlide reads.
-        self._fast: JpegTileReader | None = None
 
     def _read_level_region(self, x0: int, y0: int, level: int, width: int, height: int) -> np.ndarray:
-        fast = self._fast
-        if fast is not None:
-            # A corrupt tile raises JpegTileError (-> TileDecodeError); nothing sticky to reset.
-            lx, ly = fast.level_origin(level, x0, y0, width, height)
-            return fast.read(level, lx, ly, width, height)
         try:
             return np.asarray(self._osr.read_region((x0, y0), level, (width, height)))
         except Exception:
@@ -83,10 +59,7 @@ class _OpenSlideHandle(SlideHandle):
         old, self._osr = self._osr, fresh
         old.close()
 
-    def close(self) -> None:
-        fast, self._fast = self._fast, None
-        if fast is not None:
-            fast.close()
+    def _close_library(self) -> None:
         osr, self._osr = self._osr, None
         if osr is not None:
             osr.close()
@@ -130,11 +103,5 @@ class OpenSlideBackend(SlideBackend):
             osr.close()
             raise
         if self.fast_tiles:
-            props = handle.properties
-            handle._fast = JpegTileReader.try_open(
-                slide_path,
-                props.level_dimensions,
-                props.level_downsamples,
-                cache=shared_tile_cache(self.cache_bytes) if self.cache_bytes > 0 else None,
-            )
+            handle.enable_fast_tiles(shared_tile_cache(self.cache_bytes) if self.cache_bytes > 0 else None)
         return handle

@@ -7,46 +7,25 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from wsistream.backends._jpeg_tiles import JpegTileReader, shared_tile_cache
-from wsistream.backends.base import SlideBackend, SlideHandle, plausible_mpp
-from wsistream.types import SlideProperties
+from wsistream.backends._jpeg_tiles import shared_tile_cache
+from wsistream.backends.base import SlideBackend, SlideHandle, properties_from
 
 
 class _TiffSlideHandle(SlideHandle):
     def __init__(self, slide_path: str, ts: Any) -> None:
-        props = ts.properties
-        raw_mpp = props.get("tiffslide.mpp-x")
-        mpp = plausible_mpp(raw_mpp)
-        mpp_y = plausible_mpp(props.get("tiffslide.mpp-y"))
-        if mpp is not None and mpp_y is not None and abs(mpp - mpp_y) / mpp > 0.02:
-            mpp = None
-        objective = props.get("tiffslide.objective-power")
-        properties = SlideProperties(
-            slide_path=slide_path,
-            level_dimensions=tuple((int(w), int(h)) for w, h in ts.level_dimensions),
-            level_downsamples=tuple(float(d) for d in ts.level_downsamples),
-            mpp=mpp,
-            mpp_source="slide" if mpp is not None else "none",
-            objective_power=float(objective) if objective not in (None, "") else None,
-            vendor=str(props.get("tiffslide.vendor") or "unknown"),
-            backend="tiffslide",
+        properties, raw_mpp = properties_from(
+            slide_path, ts.properties, "tiffslide", ts.level_dimensions, ts.level_downsamples, "tiffslide"
         )
         super().__init__(slide_path, properties, raw_mpp)
         self._ts = ts
-        #: Direct JPEG tile decoder (Aperio / generic tiled JPEG TIFF), or None: TiffSlide reads.
-        self._fast: JpegTileReader | None = None
 
     def _read_level_region(self, x0: int, y0: int, level: int, width: int, height: int) -> np.ndarray:
-        fast = self._fast
-        if fast is not None:
-            lx, ly = fast.level_origin(level, x0, y0, width, height)
-            return fast.read(level, lx, ly, width, height)
         return np.asarray(self._ts.read_region((x0, y0), level, (width, height), as_array=True))
 
-    def close(self) -> None:
-        if self._fast is not None:
-            self._fast.close()
-        self._ts.close()
+    def _close_library(self) -> None:
+        ts, self._ts = self._ts, None
+        if ts is not None:
+            ts.close()
 
 
 @dataclass(frozen=True)
@@ -90,8 +69,5 @@ class TiffSlideBackend(SlideBackend):
             ts.close()
             raise
         if self.fast_tiles:
-            props = handle.properties
-            handle._fast = JpegTileReader.try_open(
-                slide_path, props.level_dimensions, props.level_downsamples, cache=shared_tile_cache()
-            )
+            handle.enable_fast_tiles(shared_tile_cache())
         return handle
