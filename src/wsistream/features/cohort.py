@@ -171,12 +171,13 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 def describe_error(exc: BaseException) -> str:
     """``ErrorType: message`` of a failure; for an error re-raised by a DataLoader worker, the original one.
 
-    ``torch`` re-raises a worker exception whose class cannot be rebuilt from one
-    string as ``RuntimeError("Caught X in DataLoader worker ... Original Traceback ...")``;
-    the last line of that traceback is the original ``module.ErrorType: message``.
+    ``torch`` re-raises a worker exception as ``type(exc)("Caught X in DataLoader
+    worker ... Original Traceback ...")`` (``RuntimeError`` when the class cannot be
+    rebuilt from one string); the last line of that traceback is the original
+    ``module.ErrorType: message``.
     """
     text = str(exc)
-    if isinstance(exc, RuntimeError) and "Original Traceback" in text:
+    if "Original Traceback" in text:
         last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
         name, sep, message = last.partition(": ")
         if sep:
