@@ -12,8 +12,8 @@ from openslide.deepzoom import DeepZoomGenerator
 from wsistream.backends import OpenSlideBackend
 from wsistream.errors import MissingMppError, NoTissueError, ResolutionUnavailableError
 from wsistream.features import DeepZoomGrid, DeepZoomTiling, GridTiling, SlideTileDataset
-from wsistream.features.deepzoom import render_tile
 from wsistream.sampling import GridSampler, plan_read
+from wsistream.sampling.deepzoom_grid import render_tile
 from wsistream.tissue import OtsuTissueDetector
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# The file formats need only numpy (and h5py for .h5): they are imported eagerly so that readers
-# (``wsistream.mil``, ``wsistream.slide_ssl``) never pull in torch or transformers through this package.
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError, OutputNotWritableError
 from wsistream.features.formats import (
     FeatureFileError,
@@ -28,6 +26,10 @@ from wsistream.features.formats import (
     write_histossl,
     write_tile_features,
 )
+
+# The file formats need only numpy (and h5py for .h5): they are imported eagerly so that readers
+# (``wsistream.mil``, ``wsistream.slide_ssl``) never pull in torch or transformers through this package.
+from wsistream.sampling.deepzoom_grid import DeepZoomGrid
 
 #: Torch-dependent names, imported on first access (PEP 562).
 _LAZY = {
@@ -43,7 +45,6 @@ _LAZY = {
     "SlideTileDataset": "dataset",
     "TileImageDataset": "dataset",
     "list_tile_images": "dataset",
-    "DeepZoomGrid": "deepzoom",
     "IMAGENET_MEAN": "encoders",
     "IMAGENET_STD": "encoders",
     "Encoder": "encoders",
@@ -80,7 +81,6 @@ if TYPE_CHECKING:
         slide_output,
     )
     from wsistream.features.dataset import SlideTileDataset, TileImageDataset, list_tile_images
-    from wsistream.features.deepzoom import DeepZoomGrid
     from wsistream.features.encoders import (
         IMAGENET_MEAN,
         IMAGENET_STD,

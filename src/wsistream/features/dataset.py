@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from wsistream.backends.base import SlideBackend, SlideHandle
 from wsistream.backends.openslide import OpenSlideBackend
-from wsistream.features.deepzoom import render_tile
 from wsistream.features.tiling import TileSet
+from wsistream.sampling.deepzoom_grid import render_tile
 
 #: Image suffixes collected from a tile dataset folder (NCT-CRC ships ``.tif``).
 TILE_IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")

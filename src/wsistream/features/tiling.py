@@ -17,7 +17,7 @@ import numpy as np
 
 from wsistream.backends.base import SlideHandle
 from wsistream.errors import NoTissueError
-from wsistream.features.deepzoom import DeepZoomGrid
+from wsistream.sampling.deepzoom_grid import DeepZoomGrid
 from wsistream.sampling.grid import GridSampler
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, plan_read
 from wsistream.tissue.base import TissueDetector, TissueMask

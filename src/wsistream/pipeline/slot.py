@@ -52,9 +52,15 @@ class Slot:
     def read(self, x0: int, y0: int, plan: ReadPlan) -> np.ndarray:
         """Read ``plan.read_size`` at ``plan.level`` and area-resample to ``plan.patch_size``."""
         region = self.handle.read_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
-        if plan.needs_resize:
-            region = cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
-        return region
+        if not plan.needs_resize:
+            return region
+        if plan.resample == "lanczos":
+            from PIL import Image
+
+            image = Image.fromarray(region)
+            image.thumbnail((plan.patch_size, plan.patch_size), Image.Resampling.LANCZOS)
+            return np.array(image)
+        return cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
 
     def coordinate(self, x0: int, y0: int, plan: ReadPlan) -> PatchCoordinate:
         """The coordinate record of a read."""

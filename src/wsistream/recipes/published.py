@@ -9,7 +9,7 @@ from typing import Any
 from wsistream.backends import OpenSlideBackend, SlideBackend
 from wsistream.pipeline import PatchPipeline
 from wsistream.recipes.base import DeviationRow, Recipe, register
-from wsistream.sampling import GridSampler, RandomSampler
+from wsistream.sampling import DeepZoomSampler, GridSampler, RandomSampler
 from wsistream.tissue import CLAM_PRESETS, CLAMTissueDetector, OtsuTissueDetector
 
 Slides = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -63,10 +63,10 @@ def build_phikon_v2(
 def build_phikon(
     slide_paths: Slides, *, backend: SlideBackend | None = None, seed: int = 0, **overrides: Any
 ) -> PatchPipeline:
-    """Phikon (Filiot et al., 2023): every non-overlapping 224-px tile at 0.5 µm/px, "all matter" tiles."""
+    """Phikon (Filiot et al., 2023): the 224-px DeepZoom tiles at 0.5 µm/px (HistoSSLscaling), in a seeded order."""
     recipe = {
         "tissue_detector": OtsuTissueDetector(),
-        "sampler": GridSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.5, shuffle=True),
+        "sampler": DeepZoomSampler(tile_size=224, target_mpp=0.5, tissue_threshold=0.5, shuffle=True),
         "pool_size": 8,
         "patches_per_slide": -1,
         "cycle": False,
@@ -183,9 +183,10 @@ PHIKON = register(
             DeviationRow(
                 "Tiling",
                 "DeepZoomGenerator(tile_size=224, overlap=0) at 0.5 µm/px",
-                "GridSampler(224, target_mpp=0.5): level-0 grid",
-                "Approximate",
-                note="grid origin and tile footprint match; DeepZoom level rounding not reproduced",
+                "DeepZoomSampler(224, target_mpp=0.5): get_tile's pixels, (tile_level, col, row) addresses",
+                "Exact",
+                "tests/sampling/test_deepzoom.py::test_deepzoom_tiles_equal_get_tile",
+                note="full tiles only (DeepZoom's smaller border tiles are left out)",
             ),
             DeviationRow(
                 "Foreground filter",

@@ -16,6 +16,7 @@ unless ``allow_upsample=True``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from wsistream.errors import MissingMppError, ResolutionUnavailableError, SlideTooSmallError
 from wsistream.types import SlideProperties
@@ -49,6 +50,9 @@ class ReadPlan:
     patch_size: int
     level_downsample: float
     mpp: float | None
+    #: How ``read_size`` becomes ``patch_size``: ``"area"`` (cv2.INTER_AREA), or
+    #: ``"lanczos"`` (PIL ``thumbnail(LANCZOS)``, DeepZoom's ``get_tile`` scaling).
+    resample: Literal["area", "lanczos"] = "area"
 
     @property
     def footprint_level0(self) -> float:

@@ -184,9 +184,7 @@ class ComposeTransforms(PatchTransform):
         if isinstance(self.transforms, PatchTransform):
             object.__setattr__(self, "transforms", (self.transforms,))
         if not isinstance(self.transforms, Sequence) or isinstance(self.transforms, (str, bytes)):
-            raise ValueError(
-                f"transforms must be a sequence of PatchTransform, got {type(self.transforms).__name__}"
-            )
+            raise ValueError(f"transforms must be a sequence of PatchTransform, got {type(self.transforms).__name__}")
         chain = tuple(self.transforms)
         for i, t in enumerate(chain):
             if not isinstance(t, PatchTransform):

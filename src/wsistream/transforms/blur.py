@@ -60,8 +60,7 @@ class GaussianBlur(RandomTransform):
         hi = check_finite(self.radius_max, "radius_max")
         if not 0.0 < lo <= hi:
             raise ValueError(
-                f"need 0 < radius_min <= radius_max, got ({lo}, {hi}); "
-                "DINOv2 uses radius_min=0.1, radius_max=2.0"
+                f"need 0 < radius_min <= radius_max, got ({lo}, {hi}); DINOv2 uses radius_min=0.1, radius_max=2.0"
             )
         k = self.kernel_size
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
@@ -74,6 +73,4 @@ class GaussianBlur(RandomTransform):
     def apply(self, image: np.ndarray, params: float) -> np.ndarray:
         """Separable blur with reflect-101 borders."""
         k = gaussian_kernel1d(self.kernel_size, params)
-        return cv2.sepFilter2D(
-            np.ascontiguousarray(image), -1, k, k, delta=0.0, borderType=cv2.BORDER_REFLECT_101
-        )
+        return cv2.sepFilter2D(np.ascontiguousarray(image), -1, k, k, delta=0.0, borderType=cv2.BORDER_REFLECT_101)

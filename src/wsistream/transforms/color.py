@@ -49,9 +49,7 @@ def _jitter_range(
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         lo, hi = (check_finite(v, name) for v in value)
         if not bound[0] <= lo <= hi <= bound[1]:
-            raise ValueError(
-                f"{name} range must satisfy {bound[0]} <= min <= max <= {bound[1]}, got {tuple(value)}"
-            )
+            raise ValueError(f"{name} range must satisfy {bound[0]} <= min <= max <= {bound[1]}, got {tuple(value)}")
     else:
         raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}")
     if lo == hi == center:

@@ -136,9 +136,7 @@ class MacenkoNormalizer(RandomTransform):
         if he.shape != (3, 2) or not np.all(np.isfinite(he)):
             raise ValueError(f"stain_matrix must be 3×2 finite (columns H, E), got shape {he.shape}")
         if max_c.shape != (2,) or not np.all(np.isfinite(max_c)) or not np.all(max_c > 0):
-            raise ValueError(
-                f"max_concentrations must be two positive numbers, got {self.max_concentrations!r}"
-            )
+            raise ValueError(f"max_concentrations must be two positive numbers, got {self.max_concentrations!r}")
         if check_finite(self.io, "io") <= 0:
             raise ValueError(f"io must be > 0 (background intensity, 240 typical), got {self.io}")
         if not 0.0 <= check_finite(self.alpha, "alpha") < 50.0:

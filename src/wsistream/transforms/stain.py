@@ -127,9 +127,7 @@ class HEDJitter(RandomTransform):
         check_probability(self.p)
         s = check_finite(self.sigma, "sigma")
         if not 0.0 <= s < 1.0:
-            raise ValueError(
-                f"sigma must be in [0, 1), got {s}; Tellez et al. use 0.05 (light) or 0.2 (strong)"
-            )
+            raise ValueError(f"sigma must be in [0, 1), got {s}; Tellez et al. use 0.05 (light) or 0.2 (strong)")
         if self.units not in ("od", "skimage"):
             raise ValueError(f"units must be 'od' or 'skimage', got {self.units!r}")
 

@@ -74,8 +74,7 @@ class ViewConfig:
         if t is not None and not isinstance(t, PatchTransform):
             if isinstance(t, (str, bytes)) or not isinstance(t, Sequence):
                 raise ValueError(
-                    f"transforms must be a PatchTransform, a sequence of them, or None; "
-                    f"got {type(t).__name__}"
+                    f"transforms must be a PatchTransform, a sequence of them, or None; got {type(t).__name__}"
                 )
             object.__setattr__(self, "transforms", ComposeTransforms(tuple(t)) if len(t) else None)
         for attr in ("count", "index_offset"):  # accept numpy integers, store plain ints
@@ -87,21 +86,12 @@ class ViewConfig:
                 f"view {self.name!r}: count must be an int >= 1, got {self.count!r}; "
                 "drop the view from the list instead of passing count=0"
             )
-        if (
-            isinstance(self.index_offset, bool)
-            or not isinstance(self.index_offset, int)
-            or self.index_offset < 0
-        ):
-            raise ValueError(
-                f"view {self.name!r}: index_offset must be an int >= 0, got {self.index_offset!r}"
-            )
+        if isinstance(self.index_offset, bool) or not isinstance(self.index_offset, int) or self.index_offset < 0:
+            raise ValueError(f"view {self.name!r}: index_offset must be an int >= 0, got {self.index_offset!r}")
         m = self.mpp_override
-        if m is not None and (
-            isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0
-        ):
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0):
             raise ValueError(
-                f"view {self.name!r}: mpp_override must be a positive µm/px (e.g. 1.0 for ~10x) "
-                f"or None, got {m!r}"
+                f"view {self.name!r}: mpp_override must be a positive µm/px (e.g. 1.0 for ~10x) or None, got {m!r}"
             )
 
     def view_names(self) -> list[str]:

@@ -53,22 +53,17 @@ class CropBox:
 
 def _check_size(size: int, what: str) -> None:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(
-            f"{what} size must be an int >= 1 (output side in pixels), got {size!r}; e.g. size=224"
-        )
+        raise ValueError(f"{what} size must be an int >= 1 (output side in pixels), got {size!r}; e.g. size=224")
 
 
 def _check_interpolation(interpolation: str) -> None:
     if interpolation not in _CV_INTERP:
         raise ValueError(
-            f"unknown interpolation {interpolation!r}; pass one of {sorted(_CV_INTERP)} "
-            "(DINOv2 uses 'bicubic')"
+            f"unknown interpolation {interpolation!r}; pass one of {sorted(_CV_INTERP)} (DINOv2 uses 'bicubic')"
         )
 
 
-def resize_to(
-    image: np.ndarray, size: int, interpolation: Interpolation, antialias: bool = True
-) -> np.ndarray:
+def resize_to(image: np.ndarray, size: int, interpolation: Interpolation, antialias: bool = True) -> np.ndarray:
     """Resize ``image`` to ``size``×``size`` (returned as is when already that size)."""
     h, w = image.shape[:2]
     if h == size and w == size:
@@ -220,9 +215,7 @@ class CenterCrop(Crop):
                 f"CenterCrop(size={self.size}) needs an image at least that large, got {height}×{width}; "
                 "use a larger patch_size or Resize"
             )
-        return CropBox(
-            round((height - self.size) / 2.0), round((width - self.size) / 2.0), self.size, self.size
-        )
+        return CropBox(round((height - self.size) / 2.0), round((width - self.size) / 2.0), self.size, self.size)
 
 
 @dataclass(frozen=True)

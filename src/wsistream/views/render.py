@@ -77,9 +77,7 @@ def render_views(
             events: list[TraceEvent] | None = [] if trace is not None else None
             result = source
             if view.crop is not None:
-                result = (
-                    view.crop(result, rng) if events is None else view.crop.trace_call(result, rng, events)
-                )
+                result = view.crop(result, rng) if events is None else view.crop.trace_call(result, rng, events)
             if view.transforms is not None:
                 t = view.transforms
                 result = t(result, rng) if events is None else t.trace_call(result, rng, events)
