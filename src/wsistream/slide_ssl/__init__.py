@@ -1,1 +1,81 @@
-"""wsistream.slide_ssl."""
+"""Slide-level self-supervised pretraining on tile-embedding sequences (DINO / DINOv2, LongNet encoder).
+
+Public names are imported lazily (torch loads on first use), so ``import wsistream.slide_ssl`` and mounting
+the CLI stay cheap. See ``docs/slide_ssl.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    # configuration
+    "EncoderConfig": "config",
+    "CropConfig": "config",
+    "ObjectiveConfig": "config",
+    "OptimConfig": "config",
+    "PretrainConfig": "config",
+    "METHODS": "config",
+    "method_preset": "config",
+    "segment_lengths_for": "config",
+    # encoder
+    "dilated_attention": "attention",
+    "DilatedSelfAttention": "attention",
+    "SlideEncoder": "encoder",
+    "EncoderOutput": "encoder",
+    "sincos_2d": "encoder",
+    # data and crops
+    "SlideCohort": "data",
+    "SlideTokens": "data",
+    "SkipRecord": "data",
+    "tile_grid": "data",
+    "Crop": "crops",
+    "CropBox": "crops",
+    "coordinate_crop": "crops",
+    "square_grid_crop": "crops",
+    "multi_crop": "crops",
+    "block_mask": "crops",
+    "sample_view_masks": "crops",
+    "ViewBatch": "batch",
+    "build_view_batch": "batch",
+    # objectives and training
+    "DINOHead": "losses",
+    "Centering": "losses",
+    "dino_loss": "losses",
+    "ibot_loss": "losses",
+    "koleo_loss": "losses",
+    "cosine_schedule": "losses",
+    "SSLModel": "objective",
+    "Schedules": "objective",
+    "build_schedules": "objective",
+    "pretrain": "train",
+    "PretrainResult": "train",
+    "PretrainError": "train",
+    # evaluation
+    "load_encoder": "probe",
+    "embed_slides": "probe",
+    "repeated_splits": "probe",
+    "Split": "probe",
+    "linear_probe": "probe",
+    "abmil_probe": "probe",
+    "ProbeScores": "probe",
+    # synthetic data
+    "make_spatial_cohort": "synthetic",
+    "SyntheticCohort": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wsistream.slide_ssl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"wsistream.slide_ssl.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

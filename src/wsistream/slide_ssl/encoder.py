@@ -1,0 +1,199 @@
+"""LongNet slide encoder over tile-embedding sequences.
+
+Input projection ``d -> D``, optional iBOT mask token, fixed 2-D sin-cos
+position embedding of the tile grid indices, a CLS token (no position), a stack
+of pre-LN transformer layers with dilated attention, and a final LayerNorm.
+
+Reference: ``LongNetViT`` in JunboShen/slide-level-pretraining
+``dinov2_with_new_settings/dinov2/models/slide_encoder/slide_encoder.py`` (and
+prov-gigapath ``gigapath/slide_encoder.py``): ``PatchEmbed`` is a ``Linear``;
+the mask token replaces the projected embedding before the position embedding
+is added (``prepare_tokens_with_masks``); the position embedding is MAE's
+``get_2d_sincos_pos_embed`` evaluated at ``floor(coords / tile_size)``; weights
+are xavier-uniform, CLS ``normal(std=0.02)``, mask token zeros. The sin-cos
+embedding is computed from the indices on the fly instead of being looked up
+in a ``slide_ngrids**2`` table, so there is no grid-size cap. The layer
+follows torchscale's ``EncoderLayer`` with ``subln=True``: pre-LN, a LayerNorm
+inside attention before the output projection and inside the FFN before
+``fc2``, GELU, dropout on both residual branches. The reference applies a
+LayerNorm at the end of the torchscale encoder *and* in ``LongNetViT``; one
+final LayerNorm is kept here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsistream.slide_ssl.attention import DilatedSelfAttention
+from wsistream.slide_ssl.config import EncoderConfig
+
+
+def sincos_2d(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos embedding of integer grid positions.
+
+    Parameters
+    ----------
+    pos : torch.Tensor
+        (..., 2) grid indices ``(x, y)`` = tile column, row.
+    dim : int
+        Embedding size, a multiple of 4: the first half encodes ``x``, the second ``y``,
+        each as ``[sin(p * w_i), cos(p * w_i)]`` with ``w_i = 10000 ** (-i / (dim / 4))`` (MAE
+        ``get_1d_sincos_pos_embed_from_grid``).
+    """
+    quarter = dim // 4
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=torch.float32, device=pos.device) / quarter))
+    out = []
+    for axis in (0, 1):
+        angle = pos[..., axis].to(torch.float32).unsqueeze(-1) * omega
+        out += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(out, dim=-1)
+
+
+class _DropPath(nn.Module):
+    """Per-sample stochastic depth."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class LongNetLayer(nn.Module):
+    """Pre-LN transformer layer with dilated self-attention and a sub-LN FFN."""
+
+    def __init__(self, cfg: EncoderConfig, drop_path: float) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.dim, eps=cfg.eps)
+        self.attn = DilatedSelfAttention(
+            cfg.dim, cfg.heads, cfg.segment_lengths, cfg.dilations, cfg.attn_dropout, cfg.subln, cfg.eps
+        )
+        self.ffn_norm = nn.LayerNorm(cfg.dim, eps=cfg.eps)
+        self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim)
+        self.ffn_inner_norm = nn.LayerNorm(cfg.ffn_dim, eps=cfg.eps) if cfg.subln else nn.Identity()
+        self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.drop_path = _DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D)."""
+        x = x + self.drop_path(self.dropout(self.attn(self.attn_norm(x), pad)))
+        h = self.fc2(self.ffn_inner_norm(F.gelu(self.fc1(self.ffn_norm(x)))))
+        return x + self.drop_path(self.dropout(h))
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    """Normalised encoder outputs.
+
+    Attributes
+    ----------
+    cls : torch.Tensor
+        (B, D) final-layer CLS token after the final LayerNorm.
+    patch : torch.Tensor
+        (B, L, D) final-layer tile tokens after the final LayerNorm.
+    layer_cls : torch.Tensor or None
+        (B, len(layers), D) CLS of the requested layers, each through the final LayerNorm
+        (the reference's ``all_layer_embed=True`` path).
+    """
+
+    cls: torch.Tensor
+    patch: torch.Tensor
+    layer_cls: torch.Tensor | None = None
+
+
+class SlideEncoder(nn.Module):
+    """LongNet slide encoder.
+
+    Examples
+    --------
+    >>> enc = SlideEncoder(EncoderConfig(in_dim=16, dim=32, depth=2, heads=4, ffn_dim=64))
+    >>> out = enc(torch.randn(1, 10, 16), torch.randint(0, 5, (1, 10, 2)))
+    >>> tuple(out.cls.shape), tuple(out.patch.shape)
+    ((1, 32), (1, 10, 32))
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = cfg.dim
+        self.input_proj = nn.Linear(cfg.in_dim, cfg.dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, cfg.dim))
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist() if cfg.depth > 1 else [cfg.drop_path]
+        self.layers = nn.ModuleList(LongNetLayer(cfg, r) for r in rates)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.eps)
+        self.apply(self._init_weights)
+        nn.init.normal_(self.cls_token, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def _layer_numbers(self, layers: Sequence[int]) -> list[int]:
+        depth = self.cfg.depth
+        out = []
+        for i in layers:
+            n = depth + 1 + i if i < 0 else i
+            if not 1 <= n <= depth:
+                raise ValueError(f"layer {i} is outside 1..{depth} (or -{depth}..-1); pass an existing layer number")
+            out.append(n)
+        return out
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        pad: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> EncoderOutput:
+        """Encode a batch of tile sequences.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, L, d) tile embeddings.
+        pos : torch.Tensor
+            (B, L, 2) integer tile grid indices ``(x, y)``.
+        pad : torch.Tensor, optional
+            (B, L) bool, ``True`` at padding tokens.
+        mask : torch.Tensor, optional
+            (B, L) bool, ``True`` where the embedding is replaced by the mask token (iBOT).
+        layers : sequence of int, optional
+            1-based layer numbers (negative counts from the end) whose CLS to return in
+            ``layer_cls``, e.g. ``(-4, -3, -2, -1)`` for the reference's ``feat_layer="9-10-11-12"``.
+        """
+        b = x.shape[0]
+        h = self.input_proj(x)
+        if mask is not None:
+            h = torch.where(mask.unsqueeze(-1), self.mask_token.to(h.dtype), h)
+        h = h + sincos_2d(pos, self.cfg.dim).to(h.dtype)
+        h = torch.cat([self.cls_token.to(h.dtype).expand(b, -1, -1), h], dim=1)
+        full_pad = None
+        if pad is not None and bool(pad.any()):
+            full_pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=pad.device), pad], dim=1)
+        wanted = self._layer_numbers(layers) if layers else []
+        collected: dict[int, torch.Tensor] = {}
+        for n, layer in enumerate(self.layers, start=1):
+            h = layer(h, full_pad)
+            if n in wanted:
+                collected[n] = self.norm(h[:, 0])
+        out = self.norm(h)
+        layer_cls = torch.stack([collected[n] for n in wanted], dim=1) if wanted else None
+        return EncoderOutput(cls=out[:, 0], patch=out[:, 1:], layer_cls=layer_cls)

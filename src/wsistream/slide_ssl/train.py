@@ -1,0 +1,348 @@
+"""Training driver: micro-batches, gradient accumulation, EMA teacher, checkpoints with exact resume, torchrun.
+
+Determinism: slide order is a per-epoch permutation from ``(seed, epoch)``; the
+crops and masks of micro-batch ``(step, micro, rank)`` come from a generator
+seeded with ``(seed, step, micro, rank)``; the torch RNG state (dropout) is
+saved in every checkpoint. Resuming from the checkpoint of step ``s`` therefore
+replays steps ``s+1 ...`` exactly as the uninterrupted run (same machine, same
+thread count, same world size).
+
+Step ``t``: set lr / weight decay from the schedules; for each of ``grad_accum``
+micro-batches, forward, ``(loss / grad_accum).backward()`` (SLP
+``dinov2/train/ssl_meta_arch.py`` divides by ``cfg.gc``); average gradients over
+ranks; clip; drop prototype gradients while the last layer is frozen; AdamW
+step; EMA teacher update. A non-finite loss skips the step on every rank
+(recorded); five in a row abort with :class:`PretrainError` (SLP stops at the
+first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from wsistream.errors import WsiStreamError
+from wsistream.features.formats import FeatureFileError
+from wsistream.slide_ssl.batch import ViewBatch, build_view_batch
+from wsistream.slide_ssl.config import PretrainConfig
+from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens
+from wsistream.slide_ssl.objective import SSLModel, build_schedules
+from wsistream.slide_ssl.runlog import (
+    DistContext,
+    allreduce_mean_,
+    append_skips,
+    atomic_save,
+    init_distributed,
+    write_loss_csv,
+    write_loss_png,
+)
+
+CHECKPOINT = "checkpoint.pt"
+ENCODER = "slide_encoder.pt"
+_FORMAT = "wsistream.slide_ssl/1"
+_MAX_BAD_STEPS = 5
+
+
+class PretrainError(WsiStreamError):
+    """Training cannot go on (repeated non-finite losses, incompatible checkpoint)."""
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """Outcome of :func:`pretrain`; ``history`` has one dict per optimizer step (columns of ``loss.csv``)."""
+
+    out_dir: Path
+    history: list[dict[str, Any]]
+    checkpoint: Path
+    encoder_path: Path | None
+    skips: list[SkipRecord] = field(default_factory=list)
+
+    @property
+    def losses(self) -> list[float]:
+        """Total loss per step."""
+        return [float(r["loss"]) for r in self.history]
+
+
+class _SlideFeed:
+    """Deterministic slide picks: sample counter -> (epoch permutation, position)."""
+
+    def __init__(self, cohort: SlideCohort, seed: int, skips: list[SkipRecord], skip_log: Path | None) -> None:
+        self.cohort, self.seed, self.skips, self.skip_log = cohort, seed, skips, skip_log
+        self._perm: dict[int, np.ndarray] = {}
+        self.bad: set[int] = set()
+
+    def index(self, counter: int) -> int:
+        epoch, pos = divmod(counter, len(self.cohort))
+        if epoch not in self._perm:
+            self._perm = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.cohort))}
+        return int(self._perm[epoch][pos])
+
+    def load(self, counter: int) -> SlideTokens:
+        for k in range(len(self.cohort)):
+            i = self.index(counter + k)
+            if i in self.bad:
+                continue
+            try:
+                return self.cohort.load(i)
+            except FeatureFileError as exc:
+                self.bad.add(i)
+                rec = SkipRecord(str(self.cohort.paths[i]), f"skipped mid-training: {exc.reason}")
+                self.skips.append(rec)
+                if self.skip_log is not None:
+                    append_skips(self.skip_log, [rec])
+        raise PretrainError(None, "every slide of the cohort became unreadable during training")
+
+
+def _clip(model: SSLModel, cfg: PretrainConfig) -> None:
+    clip = cfg.optim.clip_grad
+    if clip <= 0:
+        return
+    if cfg.optim.clip_mode == "global":  # DINOv2: clip_grad_norm_ per student module
+        for part in model.student.values():
+            torch.nn.utils.clip_grad_norm_([p for p in part.parameters() if p.grad is not None], clip)
+        return
+    for p in model.student.parameters():  # DINO utils.clip_gradients: per parameter
+        if p.grad is not None:
+            coef = clip / (float(p.grad.norm(2)) + 1e-6)
+            if coef < 1:
+                p.grad.mul_(coef)
+
+
+def _state(
+    model: SSLModel,
+    opt: torch.optim.Optimizer,
+    cfg: PretrainConfig,
+    step: int,
+    history: list[dict[str, Any]],
+    ctx: DistContext,
+    cohort: SlideCohort,
+    peak_lr: float,
+) -> dict[str, Any]:
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": _FORMAT,
+        "config": cfg.to_dict(),
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "history": history,
+        "rng": rng,
+        "world_size": ctx.world_size,
+        "slide_ids": list(cohort.slide_ids),
+        "schedule": {"steps": cfg.steps, "peak_lr": peak_lr},
+    }
+
+
+def _check_resumable(
+    state: dict[str, Any], cfg: PretrainConfig, ctx: DistContext, cohort: SlideCohort, path: Path
+) -> None:
+    if state.get("format") != _FORMAT:
+        raise PretrainError(str(path), f"not a {_FORMAT} checkpoint; pass another --out or resume=False")
+    saved = dict(state["config"])
+    now = cfg.to_dict()
+    saved.pop("checkpoint_every", None)
+    now.pop("checkpoint_every", None)
+    if json.dumps(saved, sort_keys=True, default=list) != json.dumps(now, sort_keys=True, default=list):
+        raise PretrainError(
+            str(path), "checkpoint was written with another configuration; pass the same options or resume=False"
+        )
+    if state["world_size"] != ctx.world_size:
+        raise PretrainError(
+            str(path),
+            f"checkpoint used world size {state['world_size']}, now {ctx.world_size}; "
+            "exact resume needs the same number of processes",
+        )
+    if list(state["slide_ids"]) != list(cohort.slide_ids):
+        raise PretrainError(
+            str(path), "the feature folder's usable slides differ from the checkpoint's; pass the same --features"
+        )
+
+
+def _autocast(ctx: DistContext, precision: str) -> contextlib.AbstractContextManager[Any]:
+    use_bf16 = precision == "bf16" or (precision == "auto" and ctx.device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16)
+
+
+def pretrain(
+    features: str | os.PathLike[str] | SlideCohort,
+    out_dir: str | os.PathLike[str],
+    cfg: PretrainConfig,
+    *,
+    resume: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+    tile_size: float | None = None,
+) -> PretrainResult:
+    """Pretrain a slide encoder on a feature folder (or a scanned :class:`SlideCohort`).
+
+    Writes into ``out_dir``: ``checkpoint.pt`` (model, teacher, optimizer, centres, RNG, history; every
+    ``cfg.checkpoint_every`` steps and at the end), ``loss.csv``, ``loss.png``, ``skipped.jsonl`` and, once
+    ``cfg.steps`` are done, ``slide_encoder.pt`` (teacher backbone + encoder config). With ``resume=True`` an
+    existing ``checkpoint.pt`` is continued. ``stop_after`` ends the run early after that many steps in total
+    (an interruption, for tests and time-boxed jobs). Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes
+    its own slides and gradients are averaged.
+    """
+    ctx = init_distributed()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(features, SlideCohort):
+        cohort = features
+    else:
+        cohort = SlideCohort.scan(
+            features, min_tiles=cfg.crops.min_tiles, input_dim=cfg.encoder.in_dim, tile_size=tile_size
+        )
+    if cohort.dim != cfg.encoder.in_dim:
+        raise ValueError(
+            f"features have dimension {cohort.dim} but encoder.in_dim={cfg.encoder.in_dim}; pass in_dim={cohort.dim}"
+        )
+    torch.manual_seed(cfg.seed)
+    model = SSLModel(cfg).to(ctx.device)
+    opt = torch.optim.AdamW(model.param_groups(cfg.optim), betas=cfg.optim.betas)
+    sched = build_schedules(cfg, ctx.world_size)
+    ckpt = out / CHECKPOINT
+    skip_log = out / "skipped.jsonl" if ctx.is_main else None
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        _check_resumable(state, cfg, ctx, cohort, ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, start = list(state["history"]), int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    elif skip_log is not None:
+        skip_log.write_text("")
+        append_skips(skip_log, cohort.skips)
+    skips = list(cohort.skips)
+    feed = _SlideFeed(cohort, cfg.seed, skips, skip_log)
+    model.train()
+    accum, bsz = cfg.optim.grad_accum, cfg.batch_size
+    with_masks = cfg.objective.ibot_weight > 0
+    end = cfg.steps if stop_after is None else min(cfg.steps, max(stop_after, start))
+    bar = _progress(range(start, end), start, cfg, progress and ctx.is_main)
+    bad_in_row = 0
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = float(sched.lr[step]) * g["lr_multiplier"]
+            g["weight_decay"] = float(sched.weight_decay[step]) * g["wd_multiplier"]
+        temp = float(sched.teacher_temp[step])
+        stats = torch.zeros(6, dtype=torch.float64)  # loss, dino, ibot, koleo, tokens, non-finite micro-batches
+        for micro in range(accum):
+            first = ((step * accum + micro) * ctx.world_size + ctx.rank) * bsz
+            slides = [feed.load(first + j) for j in range(bsz)]
+            rng = np.random.default_rng([cfg.seed, step, micro, ctx.rank])
+            batch: ViewBatch = build_view_batch(slides, cfg.crops, cfg.objective, rng, with_masks).to(ctx.device)
+            with _autocast(ctx, cfg.precision):
+                losses = model.forward_loss(batch, temp)
+            if not bool(torch.isfinite(losses["loss"])):
+                stats[5] += 1
+                continue
+            (losses["loss"] / accum).backward()
+            stats[:4] += (
+                torch.tensor(
+                    [float(losses[k].detach()) for k in ("loss", "dino", "ibot", "koleo")], dtype=torch.float64
+                )
+                / accum
+            )
+            stats[4] += batch.n_tokens
+        allreduce_mean_([stats], ctx.world_size)
+        if float(stats[5]) == 0:
+            bad_in_row = 0
+            params = [p for p in model.student.parameters() if p.requires_grad]
+            if ctx.world_size > 1:
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                allreduce_mean_([p.grad for p in params], ctx.world_size)
+            _clip(model, cfg)
+            if step < sched.freeze_last_layer_steps:
+                for p in model.last_layer_parameters():
+                    p.grad = None
+            opt.step()
+            model.update_teacher(float(sched.momentum[step]))
+        else:
+            bad_in_row += 1
+            rec = SkipRecord(f"step {step + 1}", "non-finite loss; optimizer step skipped", "step_skipped")
+            skips.append(rec)
+            if skip_log is not None:
+                append_skips(skip_log, [rec])
+            if bad_in_row >= _MAX_BAD_STEPS:
+                raise PretrainError(
+                    None, f"{bad_in_row} steps in a row had a non-finite loss; lower the lr or check the features"
+                )
+        opt.zero_grad(set_to_none=True)
+        row = {
+            "step": step + 1,
+            "loss": float(stats[0]),
+            "dino": float(stats[1]),
+            "ibot": float(stats[2]),
+            "koleo": float(stats[3]),
+            "lr": float(sched.lr[step]),
+            "weight_decay": float(sched.weight_decay[step]),
+            "momentum": float(sched.momentum[step]),
+            "teacher_temp": temp,
+            "tokens": round(float(stats[4])),
+        }
+        history.append(row)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+            _save(model, opt, cfg, step + 1, history, ctx, cohort, sched.peak_lr, out)
+    encoder_path = None
+    if len(history) >= cfg.steps and history[-1]["step"] == cfg.steps:
+        encoder_path = out / ENCODER
+        if ctx.is_main:
+            atomic_save(
+                {
+                    "format": _FORMAT,
+                    "method": cfg.method,
+                    "encoder": cfg.to_dict()["encoder"],
+                    "state_dict": model.teacher["backbone"].state_dict(),
+                    "step": cfg.steps,
+                },
+                encoder_path,
+            )
+    if ctx.world_size > 1:
+        dist.barrier()
+    return PretrainResult(out, history, ckpt, encoder_path, skips)
+
+
+def _save(
+    model: SSLModel,
+    opt: torch.optim.Optimizer,
+    cfg: PretrainConfig,
+    step: int,
+    history: list[dict[str, Any]],
+    ctx: DistContext,
+    cohort: SlideCohort,
+    peak_lr: float,
+    out: Path,
+) -> None:
+    if ctx.is_main:
+        atomic_save(_state(model, opt, cfg, step, history, ctx, cohort, peak_lr), out / CHECKPOINT)
+        write_loss_csv(out / "loss.csv", history)
+        write_loss_png(out / "loss.png", history, f"slide-pretrain {cfg.method}")
+    if ctx.world_size > 1:
+        dist.barrier()
+
+
+def _progress(it: range, start: int, cfg: PretrainConfig, show: bool) -> Any:
+    if not show:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, initial=start, total=cfg.steps, desc=f"slide-pretrain {cfg.method}", unit="step")
