@@ -43,7 +43,7 @@ from wsistream.views import RandomResizedCrop, ViewConfig, dinov2_multicrop
 
 __version__ = "0.2.0.dev0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by pipeline stage, in data-flow order
     # backends
     "OpenSlideBackend",
     "SlideBackend",

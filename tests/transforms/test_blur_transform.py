@@ -36,8 +36,7 @@ def test_matches_torchvision_semantics(he_patch, sigma):
 def test_blur_smooths_and_keeps_constants(he_patch):
     out = GaussianBlur(p=1.0).apply(he_patch, 2.0)
     assert (
-        np.abs(np.diff(out.astype(float), axis=1)).mean()
-        < 0.7 * np.abs(np.diff(he_patch.astype(float), axis=1)).mean()
+        np.abs(np.diff(out.astype(float), axis=1)).mean() < 0.7 * np.abs(np.diff(he_patch.astype(float), axis=1)).mean()
     )
     flat = np.full((20, 20, 3), 77, np.uint8)
     np.testing.assert_array_equal(GaussianBlur(p=1.0).apply(flat, 1.5), flat)

@@ -10,9 +10,7 @@ from wsistream.transforms import LUMA_WEIGHTS, ColorJitter, ColorJitterParams, R
 
 def params(**kw):
     order = tuple(i for i, k in enumerate(("brightness", "contrast", "saturation", "hue")) if k in kw)
-    return ColorJitterParams(
-        order, kw.get("brightness"), kw.get("contrast"), kw.get("saturation"), kw.get("hue")
-    )
+    return ColorJitterParams(order, kw.get("brightness"), kw.get("contrast"), kw.get("saturation"), kw.get("hue"))
 
 
 def luma(img):
@@ -25,9 +23,7 @@ def test_zero_strength_jitter_is_identity(he_patch):
     for seed in range(5):
         np.testing.assert_array_equal(cj(he_patch, np.random.default_rng(seed)), he_patch)
     # unit factors are the identity too
-    out = ColorJitter(0.4, 0.4, 0.2, 0.1).apply(
-        he_patch, params(brightness=1.0, contrast=1.0, saturation=1.0)
-    )
+    out = ColorJitter(0.4, 0.4, 0.2, 0.1).apply(he_patch, params(brightness=1.0, contrast=1.0, saturation=1.0))
     np.testing.assert_array_equal(out, he_patch)
 
 

@@ -39,9 +39,7 @@ def test_normalise_moves_stain_stats_to_reference(make_he):
     ref, src, res = (estimate_macenko(x) for x in (reference, source, out))
     for j in range(2):  # stain vectors turn toward the reference's
         assert cos(res.stain_matrix[:, j], ref.stain_matrix[:, j]) > 0.99
-        assert cos(res.stain_matrix[:, j], ref.stain_matrix[:, j]) > cos(
-            src.stain_matrix[:, j], ref.stain_matrix[:, j]
-        )
+        assert cos(res.stain_matrix[:, j], ref.stain_matrix[:, j]) > cos(src.stain_matrix[:, j], ref.stain_matrix[:, j])
     # maximum concentrations move to the reference's
     assert np.all(
         np.abs(res.max_concentrations - ref.max_concentrations)

@@ -71,9 +71,7 @@ def test_compose_rejects_non_transforms():
 
 def test_default_trace_is_opaque():
     events: list[TraceEvent] = []
-    ComposeTransforms([AddConst(1)]).trace_call(
-        np.zeros((2, 2, 3), np.uint8), np.random.default_rng(0), events
-    )
+    ComposeTransforms([AddConst(1)]).trace_call(np.zeros((2, 2, 3), np.uint8), np.random.default_rng(0), events)
     assert events == [TraceEvent("AddConst", None, None)]
 
 
@@ -116,9 +114,7 @@ def test_no_global_random_state(t, he_patch):
 
 
 def test_sources_use_no_global_rng():
-    pattern = re.compile(
-        r"np\.random\.(?!Generator\b|default_rng\b)\w+|cv2\.setRNGSeed|^\s*import random\b", re.M
-    )
+    pattern = re.compile(r"np\.random\.(?!Generator\b|default_rng\b)\w+|cv2\.setRNGSeed|^\s*import random\b", re.M)
     for pkg in ("transforms", "views"):
         for path in (SRC / pkg).glob("*.py"):
             hits = pattern.findall(path.read_text())
@@ -144,6 +140,4 @@ def test_picklable_for_worker_processes(t, he_patch):
 
     clone = pickle.loads(pickle.dumps(t))
     assert clone == t
-    np.testing.assert_array_equal(
-        clone(he_patch, np.random.default_rng(2)), t(he_patch, np.random.default_rng(2))
-    )
+    np.testing.assert_array_equal(clone(he_patch, np.random.default_rng(2)), t(he_patch, np.random.default_rng(2)))

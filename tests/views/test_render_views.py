@@ -79,9 +79,7 @@ def test_mpp_override_reads_once_per_resolution(patch, patch_factory):
 
 
 def test_trace_records_crop_box_and_ops(patch):
-    views = [
-        ViewConfig("v", RandomResizedCrop(64), [RandomHorizontalFlip(p=1.0), GaussianBlur(p=0.0)], count=2)
-    ]
+    views = [ViewConfig("v", RandomResizedCrop(64), [RandomHorizontalFlip(p=1.0), GaussianBlur(p=0.0)], count=2)]
     trace: dict[str, list[TraceEvent]] = {}
     traced = render_views(patch, views, np.random.default_rng(5), trace=trace)
     plain = render_views(patch, views, np.random.default_rng(5))
