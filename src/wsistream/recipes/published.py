@@ -15,6 +15,8 @@ from wsistream.tissue import CLAM_PRESETS, CLAMTissueDetector, OtsuTissueDetecto
 Slides = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 _RES = "tests/pipeline/test_resolution.py::"
+#: ImageNet normalisation happens on the accelerator (``wsistream.torch.GpuNormalizer``), not in the data.
+_NORMALIZATION = DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data")
 _VIEWS = "tests/recipes/test_recipes.py::"
 
 
@@ -168,7 +170,7 @@ PHIKON_V2 = register(
                 "Exact",
                 _VIEWS + "test_phikon_v2_views",
             ),
-            DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data"),
+            _NORMALIZATION,
         ),
     )
 )
@@ -196,17 +198,17 @@ PHIKON = register(
             ),
             DeviationRow(
                 "Tile size",
-                "224x224",
-                "patch_size=224",
+                "224x224 DeepZoom tiles",
+                "tile_size=224",
                 "Exact",
-                _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+                "tests/sampling/test_deepzoom.py::test_deepzoom_tiles_equal_get_tile",
             ),
             DeviationRow(
                 "Magnification",
-                "20x (0.5 µm/px)",
-                "target_mpp=0.5",
+                "20x: the DeepZoom level at 0.5 µm/px",
+                "the same DeepZoom level (0.504 µm/px on a 0.252 µm/px scan), recorded per patch",
                 "Exact",
-                _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+                "tests/sampling/test_deepzoom.py::test_deepzoom_level_on_a_40x_slide",
             ),
             DeviationRow("iBOT multi-crop", "not stated in the paper", "none", "Unverified"),
         ),
@@ -265,7 +267,7 @@ GPFM = register(
                 "DINOv2 defaults, local 98 px (ViT-L/14)",
                 "Unverified",
             ),
-            DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data"),
+            _NORMALIZATION,
         ),
     )
 )
