@@ -66,3 +66,12 @@ def test_slide_smaller_than_patch():
 def test_sampler_rejects_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RandomSampler(**kwargs)
+
+
+def test_snap_moves_origins_onto_the_read_level_grid_and_inside_it():
+    plan = plan_read(props(0.25), 224, target_mpp=2.0)  # level 1 (downsample 4), 448 px read
+    assert plan.snap(1189, 3909, (10000, 7500)) == (1188, 3908)
+    # a snapped origin never pushes the read past the level's edge
+    x0, y0 = plan.snap(4 * (10000 - 448) + 3, 4 * (7500 - 448) + 3, (10000, 7500))
+    assert x0 / 4 + 448 <= 10000 and y0 / 4 + 448 <= 7500
+    assert plan_read(props(0.25), 224, target_mpp=0.25).snap(7.9, 3.2, (40000, 30000)) == (7, 3)

@@ -301,7 +301,7 @@ class PatchPipeline:
     def make_result(self, slot: Slot, position: Position, rng: np.random.Generator) -> PatchResult | None:
         """Read, filter, transform and build the views of one patch (``None`` if filtered)."""
         plan = position.plan or slot.plan
-        x0, y0 = plan.snap(position.x0, position.y0)
+        x0, y0 = plan.snap(position.x0, position.y0, slot.metadata.properties.level_dimensions[plan.level])
         image = slot.read(x0, y0, plan)
         if self.patch_filter is not None and not self.patch_filter.accept(image):
             self.stats.patches_filtered += 1

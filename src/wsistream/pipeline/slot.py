@@ -84,7 +84,11 @@ class Slot:
         own = position.plan or self.plan
         centre_x = position.x0 + own.footprint_level0 / 2
         centre_y = position.y0 + own.footprint_level0 / 2
-        x0, y0 = plan.snap(centre_x - plan.footprint_level0 / 2, centre_y - plan.footprint_level0 / 2)
+        x0, y0 = plan.snap(
+            centre_x - plan.footprint_level0 / 2,
+            centre_y - plan.footprint_level0 / 2,
+            self.metadata.properties.level_dimensions[plan.level],
+        )
         return self.read(x0, y0, plan)
 
     def close(self) -> None:

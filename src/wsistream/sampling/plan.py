@@ -59,18 +59,22 @@ class ReadPlan:
         """Patch side in level-0 pixels."""
         return self.read_size * self.level_downsample
 
-    def snap(self, x0: float, y0: float) -> tuple[int, int]:
-        """Level-0 origin moved onto the read level's pixel grid.
+    def snap(self, x0: float, y0: float, level_size: tuple[int, int]) -> tuple[int, int]:
+        """Level-0 origin moved onto the read level's pixel grid, kept inside the level.
 
         A level > 0 read whose origin is not a whole level pixel is blended
         across neighbouring pixels by OpenSlide and snapped by direct tile
         decoders; snapping first makes every backend return the same pixels and
-        the recorded coordinate exact.
+        the recorded coordinate exact.  The snapped read never starts past
+        ``level_size - read_size``, so rounding cannot push a patch over the
+        slide edge.
         """
         ds = self.level_downsample
         if ds == 1.0:
             return int(x0), int(y0)
-        return round(round(x0 / ds) * ds), round(round(y0 / ds) * ds)
+        lx = min(round(x0 / ds), level_size[0] - self.read_size)
+        ly = min(round(y0 / ds), level_size[1] - self.read_size)
+        return round(max(0, lx) * ds), round(max(0, ly) * ds)
 
     @property
     def needs_resize(self) -> bool:
