@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from wsistream.backends import OpenSlideBackend
 from wsistream.pipeline import PatchPipeline
 
 
@@ -119,22 +119,10 @@ def open_costs(make: Callable[[], PatchPipeline], slides: Sequence[str]) -> list
     """Seconds to open one slide (properties, overview, tissue mask, first position), per slide."""
     costs = []
     for slide in slides:
-        pipeline = make()
-        pipeline = type(pipeline)(**{**_fields(pipeline), "slide_paths": [slide], "tissue_mask_cache_size": 0})
+        pipeline = dataclasses.replace(make(), slide_paths=[slide], tissue_mask_cache_size=0)
         t0 = time.perf_counter()
         stream = iter(pipeline)
         stream._refill()  # open the pool without reading a patch
         costs.append(time.perf_counter() - t0)
         stream.close()
     return costs
-
-
-def _fields(pipeline: PatchPipeline) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(pipeline, f.name) for f in dataclasses.fields(pipeline) if f.init}
-
-
-def reader_backend() -> OpenSlideBackend:
-    """The backend our pipeline rows use (the recipe default)."""
-    return OpenSlideBackend()

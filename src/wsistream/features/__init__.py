@@ -11,9 +11,9 @@ whole cohort (:func:`extract_cohort`, resumable and sharded). Readers return
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from wsistream._lazy import lazy_exports
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError, OutputNotWritableError
 from wsistream.features.formats import (
     FeatureFileError,
@@ -105,16 +105,7 @@ if TYPE_CHECKING:
     from wsistream.features.tiling import DeepZoomTiling, GridTiling, TileSet
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"wsistream.features.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'wsistream.features' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

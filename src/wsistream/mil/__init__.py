@@ -25,8 +25,9 @@ pandas come with the ``wsistream[mil]`` extra.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from wsistream._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ABMIL": "abmil",
@@ -131,14 +132,4 @@ if TYPE_CHECKING:
     from wsistream.mil.transmil import TransMIL
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wsistream.mil' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"wsistream.mil.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

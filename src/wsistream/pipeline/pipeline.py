@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -91,7 +92,7 @@ class PatchPipeline:
         Fills ``slide_metadata`` (dataset name, patient id) from the path.
     thumbnail_size : int or (int, int)
         Longest side of the overview used for tissue detection. Default 1024:
-        read from the coarsest pyramid level at least half that size (on an
+        read from the coarsest pyramid level at least 0.45 × that size (on an
         8000² slide with levels 1/4/16, level 2 = 500², a 7 ms read), a mask
         cell is then 16 level-0 px there, 1/14 of a 224-px patch at 0.5 µm/px
         (CLAM segments at a downsample of ~64).
@@ -198,6 +199,7 @@ class PatchPipeline:
         #: The seed actually used (drawn once when ``seed=None``).
         self.seed_used = int(self.seed) if self.seed is not None else fresh_seed()
         self._transforms = _compose(self.transforms)
+        self._shared_transforms = _compose(self.shared_transforms)
         #: Slides skipped up front because ``skip_known_failures`` lists them.
         self.quarantined: list[str] = []
         if self.skip_known_failures is not None:
@@ -207,7 +209,6 @@ class PatchPipeline:
                 logger.warning(
                     "wsistream: %d slides quarantined by %s", len(self.quarantined), self.skip_known_failures
                 )
-        self._shared_transforms = _compose(self.shared_transforms)
 
     # -- public ------------------------------------------------------------------
     @cached_property
@@ -236,9 +237,7 @@ class PatchPipeline:
 
     def failure_summary(self) -> dict[str, int]:
         """Failures of this pipeline counted by error type (plus quarantined slides)."""
-        counts: dict[str, int] = {}
-        for f in self.failures:
-            counts[f.error_type] = counts.get(f.error_type, 0) + 1
+        counts = dict(Counter(f.error_type for f in self.failures))
         if self.quarantined:
             counts["quarantined"] = len(self.quarantined)
         return counts

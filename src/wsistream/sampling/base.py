@@ -55,6 +55,17 @@ class PatchSampler(ABC):
             props, self.patch_size, level=self.level, target_mpp=self.target_mpp, tolerance=self.mpp_tolerance
         )
 
+    def validate(self) -> None:
+        """Constructor checks shared by every sampler (see :func:`validate_common`)."""
+        validate_common(
+            self.patch_size,
+            self.level,
+            self.target_mpp,
+            self.tissue_threshold,
+            self.mpp_tolerance,
+            self.tissue_criterion,
+        )
+
     def accepts(self, mask: TissueMask, x0: float, y0: float, footprint0: float) -> tuple[bool, float]:
         """Tissue test of a level-0 box: ``(kept, tissue fraction)``.
 

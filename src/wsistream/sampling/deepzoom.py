@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from wsistream.errors import NoTissueError
-from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, validate_common
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion
 from wsistream.sampling.deepzoom_grid import DeepZoomGrid
 from wsistream.sampling.plan import ReadPlan
 from wsistream.tissue.base import TissueMask
@@ -55,9 +55,7 @@ class DeepZoomSampler(PatchSampler):
     tissue_criterion: TissueCriterion = "fraction"
 
     def __post_init__(self) -> None:
-        validate_common(
-            self.tile_size, None, self.target_mpp, self.tissue_threshold, self.mpp_tolerance, self.tissue_criterion
-        )
+        self.validate()
 
     @property
     def patch_size(self) -> int:  # type: ignore[override]

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from wsistream.errors import NoTissueError
-from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, validate_common
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan
 from wsistream.tissue.base import TissueMask
 from wsistream.types import SlideProperties
@@ -47,14 +47,7 @@ class GridSampler(PatchSampler):
     tissue_criterion: TissueCriterion = "fraction"
 
     def __post_init__(self) -> None:
-        validate_common(
-            self.patch_size,
-            self.level,
-            self.target_mpp,
-            self.tissue_threshold,
-            self.mpp_tolerance,
-            self.tissue_criterion,
-        )
+        self.validate()
         if self.stride is not None and self.stride < 1:
             raise ValueError(f"stride must be >= 1 pixel, got {self.stride}")
 

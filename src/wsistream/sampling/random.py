@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsistream.errors import NoTissueError, SamplingExhaustedError
-from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, fitting_windows, validate_common
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, fitting_windows
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan
 from wsistream.tissue.base import TissueMask
 from wsistream.types import SlideProperties
@@ -96,14 +96,7 @@ class RandomSampler(PatchSampler):
     tissue_criterion: TissueCriterion = "fraction"
 
     def __post_init__(self) -> None:
-        validate_common(
-            self.patch_size,
-            self.level,
-            self.target_mpp,
-            self.tissue_threshold,
-            self.mpp_tolerance,
-            self.tissue_criterion,
-        )
+        self.validate()
         if self.num_patches == 0 or self.num_patches < -1:
             raise ValueError(f"num_patches must be >= 1, or -1 for endless, got {self.num_patches}")
         if self.max_retries < 1:

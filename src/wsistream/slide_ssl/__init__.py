@@ -6,8 +6,7 @@ the CLI stay cheap. See ``docs/slide_ssl.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from wsistream._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # configuration
@@ -68,14 +67,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wsistream.slide_ssl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"wsistream.slide_ssl.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
