@@ -153,7 +153,10 @@ class PatchResult:
     """One streamed patch.
 
     ``image`` is always the primary uint8 patch (H×W×3); ``views`` holds the
-    named SSL views (``global_0`` …) when the pipeline was built with views.
+    named SSL views (``global_0`` …) when the pipeline was built with views;
+    with ``view_rendering="device"`` ``views`` is ``None`` and ``view_plans``
+    holds each view copy's drawn parameters instead
+    (:func:`wsistream.views.plan_views`).
     """
 
     image: np.ndarray
@@ -161,6 +164,7 @@ class PatchResult:
     tissue_fraction: float
     slide_metadata: SlideMetadata
     views: dict[str, np.ndarray] | None = None
+    view_plans: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

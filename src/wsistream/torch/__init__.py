@@ -21,6 +21,7 @@ from wsistream.torch.collate import (
     to_device,
 )
 from wsistream.torch.dataset import STATE_FORMAT, PipelineSource, WsiStreamDataset
+from wsistream.torch.device_views import DeviceViews
 from wsistream.torch.loader import make_loader
 from wsistream.torch.monitor import MonitoredLoader
 from wsistream.torch.sharding import (
@@ -34,6 +35,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "STATE_FORMAT",
+    "DeviceViews",
     "GpuNormalizer",
     "MonitoredLoader",
     "PatchCollator",

@@ -42,7 +42,9 @@ class PatchCollator:
 
     The batch holds (``N`` patches):
 
-    * ``image``: uint8 ``N×3×H×W``; ``views``: ``{name: uint8 N×3×h×w}`` when the pipeline has views;
+    * ``image``: uint8 ``N×3×H×W``; ``views``: ``{name: uint8 N×3×h×w}`` when the pipeline has views,
+      or ``view_plans``: ``{name: float32 N×P}`` with ``view_rendering="device"`` (render them with
+      :class:`~wsistream.torch.DeviceViews`);
     * ``x0``, ``y0``, ``level``, ``read_size``, ``patch_size``: int64 ``N`` (level-0 / read-level pixels);
     * ``mpp`` (NaN when unknown), ``level_downsample``, ``tissue_fraction``: float64 ``N``;
     * ``slide_index``, ``shard``, ``epoch``, ``index``: int64 ``N`` (``(shard, epoch, index)`` is unique);
@@ -90,6 +92,12 @@ class PatchCollator:
                 batch["views"] = {
                     key: _images([r.views[key] for r in results], self.channels_last)  # type: ignore[union-attr,index]
                     for key in names
+                }
+            plans = results[0].view_plans  # type: ignore[union-attr]
+            if plans is not None:
+                batch["view_plans"] = {
+                    key: torch.from_numpy(np.stack([r.view_plans[key] for r in results]))  # type: ignore[union-attr,index]
+                    for key in plans
                 }
         else:
             size = items[0].patch_size

@@ -17,7 +17,6 @@ from wsistream.transforms.base import (
     check_finite,
     check_probability,
     cv_compatible,
-    float_to_uint8,
 )
 
 __all__ = [
@@ -84,8 +83,17 @@ class ColorJitter(RandomTransform):
     - saturation: blend with the per-pixel grayscale, ``f*img + (1-f)*gray``
     - hue: rotate the HSV hue by ``h`` turns.
 
-    Every op clips to [0, 255] as torchvision does; intermediate values stay
-    float (no re-quantisation between ops) and the result is rounded once.
+    Each op saturates to [0, 255] and truncates back to uint8, as Pillow's
+    ``ImageEnhance`` does on the PIL images DINOv2's data loader hands
+    torchvision (torchvision's ``F.adjust_*`` call ``ImageEnhance.Brightness``,
+    ``.Contrast``, ``.Color`` and an 8-bit HSV rotation for PIL inputs).
+    Brightness and contrast are lookup tables identical to Pillow's; saturation
+    equals Pillow's except for values within 0.0005 of an integer; hue rotates
+    OpenCV's 8-bit full-range HSV by the shift rounded to 1/256 turn (Pillow
+    truncates ``h * 255``): on real H&E >= 98 % of values equal Pillow's, and on
+    vivid colours both 8-bit HSVs are equally far from the exact rotation
+    (tests pin all of it against Pillow). Working in uint8 is also 2-3x faster
+    than the float32 chain.
 
     Parameters
     ----------
@@ -135,38 +143,42 @@ class ColorJitter(RandomTransform):
         return ColorJitterParams(order, *factors)
 
     def apply(self, image: np.ndarray, params: ColorJitterParams) -> np.ndarray:
-        """Apply the enabled ops in ``params.order``."""
+        """Apply the enabled ops in ``params.order``, each rounding back to uint8 as Pillow does."""
         factors = (params.brightness, params.contrast, params.saturation, params.hue)
-        if all(f is None for f in factors):
-            return image
-        x = cv_compatible(image).astype(np.float32)
+        x = cv_compatible(image)
         for i in params.order:
             f = factors[i]
             if f is None:
                 continue
             if i == 0:  # brightness: blend with black
-                x *= f
-            elif i == 1:  # contrast: blend with the mean luma (linear, so = luma of the channel means)
-                mean = float(np.dot(np.asarray(cv2.mean(x)[:3], np.float32), LUMA_WEIGHTS))
-                x *= f
-                x += (1.0 - f) * mean
-            elif i == 2:  # saturation: blend with the per-pixel luma
-                gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
-                x *= f
-                x += (1.0 - f) * gray[..., None]
-            else:  # hue: rotate H in HSV (OpenCV float HSV, in place: H in degrees)
-                x *= np.float32(1.0 / 255.0)
-                cv2.cvtColor(x, cv2.COLOR_RGB2HSV, dst=x)
-                h = x[..., 0]
-                h += np.float32(360.0 * f)  # |shift| <= 180, so one wrap suffices
-                if f >= 0:
-                    np.subtract(h, np.float32(360.0), out=h, where=h >= 360.0)
-                else:
-                    np.add(h, np.float32(360.0), out=h, where=h < 0.0)
-                cv2.cvtColor(x, cv2.COLOR_HSV2RGB, dst=x)
-                x *= np.float32(255.0)
-            np.clip(x, 0.0, 255.0, out=x)
-        return float_to_uint8(x)
+                x = cv2.LUT(x, _blend_lut(f, 0))
+            elif i == 1:  # contrast: blend with the rounded mean luma (ImageEnhance.Contrast)
+                mean = int(float(np.dot(np.asarray(cv2.mean(x)[:3], np.float32), LUMA_WEIGHTS)) + 0.5)
+                x = cv2.LUT(x, _blend_lut(f, mean))
+            elif i == 2:  # saturation: blend with the per-pixel luma (ImageEnhance.Color)
+                gray = cv2.cvtColor(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+                x = cv2.addWeighted(x, f, gray, 1.0 - f, _TRUNCATE)
+            else:  # hue: rotate H of the 8-bit HSV image, wrapping (torchvision's PIL adjust_hue)
+                hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV_FULL)
+                np.add(hsv[..., 0], np.uint8(round(f * 256) % 256), out=hsv[..., 0], casting="unsafe")
+                x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+        return x
+
+
+def _blend_lut(factor: float, base: int) -> np.ndarray:
+    """Pillow's ``Image.blend(base, img, factor)`` on one uint8 value, as a 256-entry table.
+
+    ``base + factor * (v - base)`` in float32, saturated to [0, 255] and
+    truncated, exactly as ``ImagingBlend`` computes it.
+    """
+    t = np.float32(base) + np.float32(factor) * (_VALUES - np.float32(base))
+    return np.clip(t, 0.0, 255.0).astype(np.uint8)
+
+
+_VALUES = np.arange(256, dtype=np.float32)
+#: ``addWeighted`` rounds to nearest; shifting by just under half a level makes it truncate like Pillow's
+#: ``(UINT8)`` cast while absorbing float32 error on exact integers (differs only when the fraction is > 0.9995).
+_TRUNCATE = -0.4995
 
 
 @dataclass(frozen=True)

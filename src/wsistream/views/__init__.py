@@ -7,23 +7,30 @@
 ... ]
 
 :func:`render_views` turns one patch into ``{"global_0": ..., "local_7": ...}``;
-:func:`dinov2_multicrop` builds DINOv2's exact recipe. See ``docs/views.md``.
+:func:`dinov2_multicrop` builds DINOv2's exact recipe; :func:`plan_views` draws the same
+choices without pixels, for :class:`wsistream.torch.DeviceViews`. See ``docs/views.md``.
 """
 
 from wsistream.views.config import ViewConfig, validate_views
 from wsistream.views.crops import CenterCrop, Crop, CropBox, Interpolation, RandomResizedCrop, Resize
+from wsistream.views.plan import OP_FIELDS, PlannedOp, device_chain, plan_layout, plan_views
 from wsistream.views.presets import dinov2_multicrop
 from wsistream.views.render import render_views
 
 __all__ = [
+    "OP_FIELDS",
     "CenterCrop",
     "Crop",
     "CropBox",
     "Interpolation",
+    "PlannedOp",
     "RandomResizedCrop",
     "Resize",
     "ViewConfig",
+    "device_chain",
     "dinov2_multicrop",
+    "plan_layout",
+    "plan_views",
     "render_views",
     "validate_views",
 ]
