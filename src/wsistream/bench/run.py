@@ -6,7 +6,9 @@ Rows (single process unless stated):
 * raw loop: ``openslide.read_region`` at the same positions (+ area resize on 40x);
 * ours: the Phikon-v2 recipe (Otsu, ``RandomSampler(224, target_mpp=0.5,
   tissue_threshold=0.6)``, pool 8, 100 patches per slide) from ``iter()``,
-  slide opening included; with the DINOv2 views; the GPFM recipe (CLAM TCGA,
+  slide opening included; with the DINOv2 views rendered in the worker, and
+  planned in the worker for ``DeviceViews`` (plus what the replay costs on
+  this machine's torch device); the GPFM recipe (CLAM TCGA,
   512 px at level 0) against its own raw loop;
 * time to first patch of an 8-slide pool and the per-slide open cost;
 * DataLoader with 2 workers vs 1 (when the torch extra is installed);
@@ -41,14 +43,15 @@ def run_bench(
         rows.append({"workload": workload, "row": name, "value": round(value, 3), "unit": unit, **extra})
 
     # -- 20x pool of 8 slides, Phikon-v2 -------------------------------------------------------
-    def phikon(paths: list[str], views: bool = False):
-        return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False)
+    def phikon(paths: list[str], views: bool = False, **overrides: Any):
+        return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False, **overrides)
 
     work = positions_of(phikon(slides.pool_20x)(), n_pool)
     ceiling, tiles = decode_ceiling(work)
     raw = raw_openslide_loop(work)
     ours, first = stream_rate(phikon(slides.pool_20x), n_pool)
     ours_views, _ = stream_rate(phikon(slides.pool_20x, views=True), n_pool)
+    ours_planned, _ = stream_rate(phikon(slides.pool_20x, views=True, view_rendering="device"), n_pool)
     add("20x pool (8 slides)", "decode ceiling", ceiling, tiles_per_patch=round(tiles, 2))
     add("20x pool (8 slides)", "raw read_region loop", raw)
     add("20x pool (8 slides)", "ours phikon-v2 (opening included)", ours, vs_raw=ours / raw, vs_ceiling=ours / ceiling)
@@ -58,6 +61,13 @@ def run_bench(
         ours_views,
         vs_raw=ours_views / raw,
         views_overhead=ours / ours_views - 1,
+    )
+    add(
+        "20x pool (8 slides)",
+        "ours + the same views planned, rendered on device",
+        ours_planned,
+        vs_raw=ours_planned / raw,
+        views_overhead=ours / ours_planned - 1,
     )
     add("20x pool (8 slides)", "time to first patch (8-slide pool)", first, "s")
     costs = open_costs(phikon(slides.pool_20x), slides.pool_20x)
@@ -88,6 +98,8 @@ def run_bench(
     if loader:
         rows.extend(_loader_rows(slides.pool_20x))
     add("process", "peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
+    # last, so that its CPU-torch buffers do not count in the streaming RSS above
+    rows.extend(_device_views_rows(phikon(slides.pool_20x, views=True, view_rendering="device")))
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -103,6 +115,45 @@ def run_bench(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _device_views_rows(make: Any, n: int = 32) -> list[dict[str, Any]]:
+    """What ``DeviceViews`` costs to replay the plans here (CPU torch when no GPU; empty without torch)."""
+    try:
+        import torch
+
+        from wsistream.torch import DeviceViews
+    except ImportError:
+        return []
+    import itertools
+
+    import numpy as np
+
+    pipeline = make()
+    stream = iter(pipeline)
+    results = list(itertools.islice(stream, n))
+    stream.close()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    images = torch.from_numpy(np.stack([r.image for r in results])).permute(0, 3, 1, 2).contiguous().to(device)
+    keys = results[0].view_plans
+    plans = {k: torch.from_numpy(np.stack([r.view_plans[k] for r in results])).to(device) for k in keys}
+    render = DeviceViews(pipeline.views)
+    render(images, plans)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    render(images, plans)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    per_patch = (time.perf_counter() - t0) / len(results)
+    return [
+        {
+            "workload": "20x pool (8 slides)",
+            "row": f"DeviceViews replay on {device} (torch, batch {len(results)})",
+            "value": round(per_patch * 1e3, 3),
+            "unit": "ms/patch",
+        }
+    ]
 
 
 def _loader_rows(pool: list[str]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ __all__ = [
     "adjust_saturation",
     "gaussian_blur",
     "grayscale",
+    "resample",
     "resample_matrices",
     "solarize",
 ]
@@ -54,9 +55,8 @@ def resample_matrices(
     scale = torch.ones_like(length) / inv_scale
     i = torch.arange(out_size, device=device, dtype=torch.float64).view(1, out_size, 1)
     j = torch.arange(in_size, device=device, dtype=torch.float64).view(1, 1, in_size) - start
-    overlap = (torch.minimum((i + 1) * scale, j + 1) - torch.maximum(i * scale, j)).clamp(min=0)
-    area = torch.where((j >= 0) & (j < length), overlap / scale, torch.zeros((), dtype=torch.float64, device=device))
-
+    if bool(use_area.all()):
+        return _area_weights(i, j, scale, length).to(torch.float32)
     if mode == "nearest":
         src = torch.floor(i * scale).clamp(max=length - 1)
         taps, weights = src, torch.ones_like(src)
@@ -72,9 +72,39 @@ def resample_matrices(
             weights = _cubic(t - offsets)
         taps = torch.minimum(torch.clamp(x0 + offsets, min=0), length - 1)
     index = (taps + start).to(torch.int64).clamp(0, in_size - 1).expand(n, out_size, -1)
-    interp = torch.zeros(n, out_size, in_size, dtype=torch.float64, device=device)
-    interp.scatter_add_(2, index, weights.expand(n, out_size, -1).contiguous())
-    return torch.where(use_area.view(n, 1, 1), area, interp).to(torch.float32)
+    matrices = torch.zeros(n, out_size, in_size, dtype=torch.float32, device=device)
+    matrices.scatter_add_(2, index, weights.expand(n, out_size, -1).to(torch.float32))
+    if bool(use_area.any()):
+        area = _area_weights(i, j, scale, length).to(torch.float32)
+        matrices = torch.where(use_area.view(n, 1, 1), area, matrices)
+    return matrices
+
+
+def _area_weights(i: torch.Tensor, j: torch.Tensor, scale: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``INTER_AREA`` weights: overlap of output cell ``i`` with source pixel ``j``, over the cell size."""
+    overlap = (torch.minimum((i + 1) * scale, j + 1) - torch.maximum(i * scale, j)).clamp(min=0)
+    return torch.where((j >= 0) & (j < length), overlap / scale, torch.zeros((), dtype=overlap.dtype, device=j.device))
+
+
+def resample(x: torch.Tensor, matrices: torch.Tensor, axis: int) -> torch.Tensor:
+    """Apply per-row resampling ``matrices`` (N×S×I) along ``axis`` (2 = rows, 3 = columns) of ``x``.
+
+    Each output pixel gathers only its nonzero taps (<= 4 for bicubic, ``ceil(scale) + 1`` for area) and
+    sums them in exact float32 elementwise arithmetic: a dense ``matmul`` would cost ``I / 4`` times more
+    and may run in TF32 (``torch.set_float32_matmul_precision("high")``), flipping rounded values.
+    """
+    n, c = x.shape[:2]
+    out_size = matrices.shape[1]
+    k = max(1, int((matrices != 0).sum(dim=-1).max()))
+    _, index = (matrices != 0).to(torch.float32).topk(k, dim=-1)
+    weight = matrices.gather(-1, index)
+    if axis == 3:
+        rows = x.shape[2]
+        taps = x.gather(3, index.view(n, 1, 1, out_size * k).expand(n, c, rows, -1))
+        return (taps.view(n, c, rows, out_size, k) * weight.view(n, 1, 1, out_size, k)).sum(-1)
+    cols = x.shape[3]
+    taps = x.gather(2, index.view(n, 1, out_size * k, 1).expand(n, c, -1, cols))
+    return (taps.view(n, c, out_size, k, cols) * weight.view(n, 1, out_size, k, 1)).sum(3)
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -160,21 +190,21 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Per-row separable Gaussian (sigma N), reflect-101 borders, rounded (``cv2.sepFilter2D``).
 
-    The taps are :func:`wsistream.transforms.gaussian_kernel1d`'s, computed on the device.
+    The taps are :func:`wsistream.transforms.gaussian_kernel1d`'s, computed on the device. Shifted
+    multiply-adds rather than a convolution: cuDNN convolutions may run in TF32 (its default on
+    Ampere and later), which would move values across rounding boundaries.
     """
-    n, c, height, width = x.shape
     half_width = (kernel_size - 1) / 2.0  # the taps of gaussian_kernel1d, in float64 then float32 as there
     taps = torch.linspace(-half_width, half_width, kernel_size, dtype=torch.float64, device=x.device)
     pdf = torch.exp(-0.5 * (taps.view(1, -1) / sigma.to(torch.float64).view(-1, 1)) ** 2)
     kernels = (pdf / pdf.sum(dim=1, keepdim=True)).to(torch.float32)
-    weight = kernels.repeat_interleave(c, dim=0)  # (n*c)×k
     half = kernel_size // 2
-    y = x.reshape(1, n * c, height, width)
-    y = F.pad(y, (half, half, 0, 0), mode="reflect")
-    y = F.conv2d(y, weight.view(n * c, 1, 1, kernel_size), groups=n * c)
-    y = F.pad(y, (0, 0, half, half), mode="reflect")
-    y = F.conv2d(y, weight.view(n * c, 1, kernel_size, 1), groups=n * c)
-    return torch.round(y.reshape(n, c, height, width)).clamp(0, 255)
+    width, height = x.shape[3], x.shape[2]
+    padded = F.pad(x, (half, half, 0, 0), mode="reflect")  # reflect = OpenCV's BORDER_REFLECT_101
+    y = sum(kernels[:, k].view(-1, 1, 1, 1) * padded[..., k : k + width] for k in range(kernel_size))
+    padded = F.pad(y, (0, 0, half, half), mode="reflect")
+    y = sum(kernels[:, k].view(-1, 1, 1, 1) * padded[:, :, k : k + height] for k in range(kernel_size))
+    return torch.round(y).clamp(0, 255)
 
 
 def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:

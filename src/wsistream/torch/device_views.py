@@ -17,7 +17,7 @@ fewer bytes per patch than ten rendered views.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -121,32 +121,36 @@ def _replay(planned: PlannedOp, x: torch.Tensor, plan: torch.Tensor) -> torch.Te
     if isinstance(op, Crop):
         return _crop(op, x, col("top"), col("left"), col("height"), col("width"))
     fired = col("fired") > 0.5
-    mask = fired.view(-1, 1, 1, 1)
     if isinstance(op, RandomHorizontalFlip):
-        return torch.where(mask, x.flip(-1), x)
+        return _on_rows(x, fired, lambda sub, rows: sub.flip(-1))
     if isinstance(op, RandomVerticalFlip):
-        return torch.where(mask, x.flip(-2), x)
+        return _on_rows(x, fired, lambda sub, rows: sub.flip(-2))
     if isinstance(op, RandomGrayscale):
-        return torch.where(mask, ops.grayscale(x), x)
+        return _on_rows(x, fired, lambda sub, rows: ops.grayscale(sub))
     if isinstance(op, RandomSolarize):
-        return torch.where(mask, ops.solarize(x, float(op.threshold)), x)
+        return _on_rows(x, fired, lambda sub, rows: ops.solarize(sub, float(op.threshold)))
     if isinstance(op, GaussianBlur):
-        if not bool(fired.any()):
-            return x
-        sigma = torch.where(fired, col("sigma"), torch.ones_like(col("sigma")))
-        return torch.where(mask, ops.gaussian_blur(x, sigma, op.kernel_size), x)
+        return _on_rows(x, fired, lambda sub, rows: ops.gaussian_blur(sub, col("sigma")[rows], op.kernel_size))
     if isinstance(op, ColorJitter):
         order = plan[:, planned.column("order0") : planned.column("order0") + 4].round().long()
         for step in range(4):
             for index, name, kernel in _JITTER:
                 factor = col(name)
+                arg = factor if name == "hue" else factor.view(-1, 1, 1, 1)
                 active = fired & (order[:, step] == index) & ~torch.isnan(factor)
-                if bool(active.any()):
-                    safe = torch.nan_to_num(factor, nan=0.0 if name == "hue" else 1.0)
-                    arg = safe if name == "hue" else safe.view(-1, 1, 1, 1)
-                    x = torch.where(active.view(-1, 1, 1, 1), kernel(x, arg), x)
+                x = _on_rows(x, active, lambda sub, rows, kernel=kernel, arg=arg: kernel(sub, arg[rows]))
         return x
     raise ValueError(f"no device kernel for {type(op).__name__}")  # plan_layout admits only the ops above
+
+
+def _on_rows(
+    x: torch.Tensor, selected: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``x`` with the ``selected`` rows replaced by ``fn(x[rows], rows)``: an op costs only the rows it touches."""
+    rows = selected.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return x
+    return x.index_copy(0, rows, fn(x[rows], rows))
 
 
 def _crop(op: Crop, x: torch.Tensor, top, left, height, width) -> torch.Tensor:
@@ -154,6 +158,5 @@ def _crop(op: Crop, x: torch.Tensor, top, left, height, width) -> torch.Tensor:
     use_area = (height >= size) & (width >= size) if op.antialias else torch.zeros_like(height, dtype=torch.bool)
     rows = ops.resample_matrices(top, height, size, x.shape[2], op.interpolation, use_area)
     cols = ops.resample_matrices(left, width, size, x.shape[3], op.interpolation, use_area)
-    y = torch.matmul(rows.unsqueeze(1), x)  # N×3×size×W
-    y = torch.matmul(y, cols.transpose(1, 2).unsqueeze(1))  # N×3×size×size
+    y = ops.resample(ops.resample(x, rows, axis=2), cols, axis=3)  # N×3×size×size
     return torch.round(y).clamp(0, 255)

@@ -117,9 +117,7 @@ def _pack(op: PatchTransform, params: object) -> list[float]:
     return [1.0]
 
 
-def plan_views(
-    views: Sequence[ViewConfig], height: int, width: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
+def plan_views(views: Sequence[ViewConfig], height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Draw the parameters of every copy of every view of one ``height``×``width`` patch.
 
     Consumes ``rng`` exactly as :func:`~wsistream.views.render_views` does, so
