@@ -141,3 +141,13 @@ def test_picklable_for_worker_processes(t, he_patch):
     clone = pickle.loads(pickle.dumps(t))
     assert clone == t
     np.testing.assert_array_equal(clone(he_patch, np.random.default_rng(2)), t(he_patch, np.random.default_rng(2)))
+
+
+def test_fast_uniform_is_numpys_uniform_bit_for_bit():
+    from wsistream.transforms.base import uniform
+
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    for low, high in [(0.32, 1.0), (-0.1, 0.1), (0.1, 2.0), (-0.2876820724517809, 0.28768207245178085)]:
+        for _ in range(500):
+            assert uniform(a, low, high) == float(b.uniform(low, high))
+    assert a.random() == b.random()

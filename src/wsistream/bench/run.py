@@ -30,9 +30,17 @@ from wsistream.recipes import build_pipeline
 
 
 def run_bench(
-    cache_dir: Path | None = None, out: Path | None = None, *, quick: bool = False, loader: bool = True
+    cache_dir: Path | None = None,
+    out: Path | None = None,
+    *,
+    quick: bool = False,
+    loader: bool = True,
+    repeats: int | None = None,
 ) -> dict[str, Any]:
-    """Run every row; return (and optionally write) the results as a dict."""
+    """Run every row; return (and optionally write) the results as a dict.
+
+    ``repeats`` (default 3, 1 with ``quick``) interleaved runs of the 20x-pool rows; each row keeps its best.
+    """
     t_setup = time.perf_counter()
     slides = bench_slides(cache_dir, quick=quick)
     setup_s = time.perf_counter() - t_setup
@@ -47,11 +55,23 @@ def run_bench(
         return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False, **overrides)
 
     work = positions_of(phikon(slides.pool_20x)(), n_pool)
-    ceiling, tiles = decode_ceiling(work)
-    raw = raw_openslide_loop(work)
-    ours, first = stream_rate(phikon(slides.pool_20x), n_pool)
-    ours_views, _ = stream_rate(phikon(slides.pool_20x, views=True), n_pool)
-    ours_planned, _ = stream_rate(phikon(slides.pool_20x, views=True, view_rendering="device"), n_pool)
+    # the pipeline rows are best-of-`repeats`, interleaved, so a background hiccup or a cold cache does not
+    # land on one variant only; the raw loop and the ceiling likewise
+    variants = {
+        "plain": phikon(slides.pool_20x),
+        "views": phikon(slides.pool_20x, views=True),
+        "planned": phikon(slides.pool_20x, views=True, view_rendering="device"),
+    }
+    best: dict[str, tuple[float, float]] = {}
+    ceiling_tiles, raw = (0.0, 0.0), 0.0
+    for _ in range(repeats if repeats is not None else (1 if quick else 3)):
+        ceiling_tiles = max(ceiling_tiles, decode_ceiling(work))
+        raw = max(raw, raw_openslide_loop(work))
+        for name, make in variants.items():
+            measured = stream_rate(make, n_pool)
+            best[name] = max(best.get(name, (0.0, 0.0)), measured)
+    (ours, first), (ours_views, _), (ours_planned, _) = best["plain"], best["views"], best["planned"]
+    ceiling, tiles = ceiling_tiles
     add("20x pool (8 slides)", "decode ceiling", ceiling, tiles_per_patch=round(tiles, 2))
     add("20x pool (8 slides)", "raw read_region loop", raw)
     add("20x pool (8 slides)", "ours phikon-v2 (opening included)", ours, vs_raw=ours / raw, vs_ceiling=ours / ceiling)
@@ -107,6 +127,7 @@ def run_bench(
             "python": platform.python_version(),
         },
         "quick": quick,
+        "repeats": repeats if repeats is not None else (1 if quick else 3),
         "slides": {"40x": slides.slide_40x, "20x": slides.slide_20x, "pool": slides.pool_20x},
         "slide_setup_s": round(setup_s, 1),
         "rows": rows,

@@ -113,11 +113,14 @@ def bench(
     out: Path = typer.Option(Path("bench_out/bench.json"), help="JSON results."),
     quick: bool = typer.Option(False, help="Small slides (seconds, for smoke tests); numbers are not representative."),
     loader: bool = typer.Option(True, help="Include the DataLoader 1 vs 2 workers rows."),
+    repeats: int = typer.Option(
+        None, help="Interleaved runs of the 20x-pool rows, the best kept (default 3; 1 with --quick)."
+    ),
 ) -> None:
     """Decode ceiling, raw OpenSlide loop and our pipeline, side by side on the same slides."""
     from wsistream.bench import format_table, run_bench
 
-    result = run_bench(cache_dir, out, quick=quick, loader=loader)
+    result = run_bench(cache_dir, out, quick=quick, loader=loader, repeats=repeats)
     typer.echo(format_table(result))
     typer.echo(f"\nJSON: {out}")
 

@@ -207,10 +207,9 @@ class PatchPipeline:
         if self.view_rendering == "device":
             if self._views is None:
                 raise ValueError("view_rendering='device' needs views=[...]; drop it or pass the views to render")
-            from wsistream.views import plan_layout
+            from wsistream.views import ViewPlanner
 
-            for view in self._views:
-                plan_layout(view)  # raises now, naming the op, if the device cannot replay it
+            self._planner = ViewPlanner(self._views)  # raises now, naming the op, if the device cannot replay it
         self._mask_cache = MaskCache(self.tissue_mask_cache_size)
         self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
         #: The seed actually used (drawn once when ``seed=None``).
@@ -326,9 +325,7 @@ class PatchPipeline:
             image = self._shared_transforms(image, rng)
         views = view_plans = None
         if self._views and self.view_rendering == "device":
-            from wsistream.views import plan_views
-
-            view_plans = plan_views(self._views, image.shape[0], image.shape[1], rng)
+            view_plans = self._planner.plan(image.shape[0], image.shape[1], rng)
         elif self._views:
             from wsistream.views import render_views
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from wsistream.transforms.base import RandomTransform, check_finite, check_probability
+from wsistream.transforms.base import RandomTransform, check_finite, check_probability, uniform
 
 __all__ = ["GaussianBlur", "gaussian_kernel1d"]
 
@@ -68,7 +68,7 @@ class GaussianBlur(RandomTransform):
 
     def sample_params(self, rng: np.random.Generator) -> float:
         """Draw the blur sigma."""
-        return float(rng.uniform(self.radius_min, self.radius_max))
+        return uniform(rng, self.radius_min, self.radius_max)
 
     def apply(self, image: np.ndarray, params: float) -> np.ndarray:
         """Separable blur with reflect-101 borders."""

@@ -17,6 +17,7 @@ from wsistream.transforms.base import (
     check_finite,
     check_probability,
     cv_compatible,
+    uniform,
 )
 
 __all__ = [
@@ -139,7 +140,7 @@ class ColorJitter(RandomTransform):
         for i in order:
             r = self._ranges[i]
             if r is not None:
-                factors[i] = float(rng.uniform(r[0], r[1]))
+                factors[i] = uniform(rng, r[0], r[1])
         return ColorJitterParams(order, *factors)
 
     def apply(self, image: np.ndarray, params: ColorJitterParams) -> np.ndarray:

@@ -13,7 +13,7 @@ choices without pixels, for :class:`wsistream.torch.DeviceViews`. See ``docs/vie
 
 from wsistream.views.config import ViewConfig, validate_views
 from wsistream.views.crops import CenterCrop, Crop, CropBox, Interpolation, RandomResizedCrop, Resize
-from wsistream.views.plan import OP_FIELDS, PlannedOp, device_chain, plan_layout, plan_views
+from wsistream.views.plan import OP_FIELDS, PlannedOp, ViewPlanner, device_chain, plan_layout, plan_views
 from wsistream.views.presets import dinov2_multicrop
 from wsistream.views.render import render_views
 
@@ -27,6 +27,7 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "ViewConfig",
+    "ViewPlanner",
     "device_chain",
     "dinov2_multicrop",
     "plan_layout",

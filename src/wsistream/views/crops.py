@@ -23,7 +23,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from wsistream.transforms.base import PatchTransform, TraceEvent, check_finite, check_image, cv_compatible
+from wsistream.transforms.base import PatchTransform, TraceEvent, check_finite, check_image, cv_compatible, uniform
 
 __all__ = ["CenterCrop", "Crop", "CropBox", "Interpolation", "RandomResizedCrop", "Resize"]
 
@@ -170,8 +170,8 @@ class RandomResizedCrop(Crop):
         area = height * width
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         for _ in range(10):
-            target_area = area * float(rng.uniform(self.scale[0], self.scale[1]))
-            aspect = math.exp(float(rng.uniform(log_lo, log_hi)))
+            target_area = area * uniform(rng, self.scale[0], self.scale[1])
+            aspect = math.exp(uniform(rng, log_lo, log_hi))
             w = round(math.sqrt(target_area * aspect))
             h = round(math.sqrt(target_area / aspect))
             if 0 < w <= width and 0 < h <= height:

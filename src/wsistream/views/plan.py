@@ -29,7 +29,7 @@ from wsistream.transforms.geometric import RandomHorizontalFlip, RandomVerticalF
 from wsistream.views.config import ViewConfig, validate_views
 from wsistream.views.crops import Crop
 
-__all__ = ["OP_FIELDS", "PlannedOp", "device_chain", "plan_layout", "plan_views"]
+__all__ = ["OP_FIELDS", "PlannedOp", "ViewPlanner", "device_chain", "plan_layout", "plan_views"]
 
 #: The parameter fields each device-capable op writes, in order.
 OP_FIELDS: dict[type, tuple[str, ...]] = {
@@ -54,6 +54,29 @@ class PlannedOp:
     def column(self, name: str) -> int:
         """Index of field ``name`` in the plan vector."""
         return self.offset + self.fields.index(name)
+
+    def __post_init__(self) -> None:
+        op = self.op
+        kind = "crop" if isinstance(op, Crop) else "jitter" if isinstance(op, ColorJitter) else "blur"
+        object.__setattr__(self, "_kind", kind if isinstance(op, (Crop, ColorJitter, GaussianBlur)) else "flag")
+
+    def draw(self, vector: np.ndarray, rng: np.random.Generator, height: int, width: int) -> None:
+        """Draw this op's parameters from ``rng`` (as rendering would) into its fields of ``vector``."""
+        kind, i = self._kind, self.offset  # type: ignore[attr-defined]
+        if kind == "crop":
+            box = self.op.sample_box(rng, height, width)  # type: ignore[attr-defined]
+            vector[i : i + 4] = (box.top, box.left, box.height, box.width)
+            return
+        params = self.op.sample(rng)  # type: ignore[attr-defined]
+        if params is None:
+            vector[i : i + len(self.fields)] = 0.0
+        elif kind == "jitter":
+            factors = (params.brightness, params.contrast, params.saturation, params.hue)
+            vector[i : i + 9] = (1.0, *params.order, *(np.nan if f is None else f for f in factors))
+        elif kind == "blur":
+            vector[i : i + 2] = (1.0, params)
+        else:
+            vector[i] = 1.0
 
 
 def _fields(op: PatchTransform) -> tuple[str, ...]:
@@ -104,24 +127,45 @@ def plan_layout(view: ViewConfig) -> tuple[PlannedOp, ...]:
     return tuple(layout)
 
 
-def _pack(op: PatchTransform, params: object) -> list[float]:
-    if isinstance(op, Crop):
-        return [float(params.top), float(params.left), float(params.height), float(params.width)]  # type: ignore[attr-defined]
-    if params is None:
-        return [0.0] * len(_fields(op))
-    if isinstance(op, ColorJitter):
-        factors = (params.brightness, params.contrast, params.saturation, params.hue)  # type: ignore[attr-defined]
-        return [1.0, *map(float, params.order), *(np.nan if f is None else float(f) for f in factors)]  # type: ignore[attr-defined]
-    if isinstance(op, GaussianBlur):
-        return [1.0, float(params)]  # type: ignore[arg-type]
-    return [1.0]
+@dataclass(frozen=True)
+class ViewPlanner:
+    """Plans every copy of a fixed view list; layouts are resolved once, at construction.
+
+    Parameters
+    ----------
+    views : sequence of ViewConfig
+        Every op must be device-capable (:func:`device_chain`).
+    """
+
+    views: Sequence[ViewConfig]
+
+    def __post_init__(self) -> None:
+        views = validate_views(self.views)
+        object.__setattr__(self, "views", views)
+        entries = []
+        for view in views:
+            layout = plan_layout(view)
+            size = sum(len(p.fields) for p in layout)
+            entries.extend((key, layout, size) for key in view.view_names())
+        object.__setattr__(self, "_entries", tuple(entries))
+
+    def plan(self, height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One float32 vector per view copy of a ``height``×``width`` patch (see :func:`plan_views`)."""
+        out: dict[str, np.ndarray] = {}
+        for key, layout, size in self._entries:  # type: ignore[attr-defined]
+            vector = np.empty(size, dtype=np.float32)
+            for planned in layout:
+                planned.draw(vector, rng, height, width)
+            out[key] = vector
+        return out
 
 
 def plan_views(views: Sequence[ViewConfig], height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Draw the parameters of every copy of every view of one ``height``×``width`` patch.
 
     Consumes ``rng`` exactly as :func:`~wsistream.views.render_views` does, so
-    the planned views are the rendered views' twins.
+    the planned views are the rendered views' twins. To plan many patches
+    with one view list, build a :class:`ViewPlanner` once (the pipeline does).
 
     Returns
     -------
@@ -133,17 +177,4 @@ def plan_views(views: Sequence[ViewConfig], height: int, width: int, rng: np.ran
     ValueError
         If a view holds an op the device cannot replay, or has ``mpp_override``.
     """
-    views = validate_views(views)
-    out: dict[str, np.ndarray] = {}
-    for view in views:
-        layout = plan_layout(view)
-        for key in view.view_names():
-            vector: list[float] = []
-            for planned in layout:
-                op = planned.op
-                if isinstance(op, Crop):
-                    vector += _pack(op, op.sample_box(rng, height, width))
-                else:
-                    vector += _pack(op, op.sample(rng))  # type: ignore[attr-defined]
-            out[key] = np.asarray(vector, dtype=np.float32)
-    return out
+    return ViewPlanner(views).plan(height, width, rng)
