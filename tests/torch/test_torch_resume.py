@@ -28,9 +28,10 @@ def _take(loader, n):
     return [digest(next(it)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_after_k_batches_with_views_and_cycling(cohort, workers):
-    pipeline = random_pipeline(cohort[:4], views=small_views())  # cycle=True, random crops and flips
+@pytest.mark.parametrize(("workers", "rendering"), [(0, "cpu"), (2, "cpu"), (2, "device")])
+def test_resume_after_k_batches_with_views_and_cycling(cohort, workers, rendering):
+    # cycle=True, random crops and flips; "device": the view plans must resume exactly too
+    pipeline = random_pipeline(cohort[:4], views=small_views(), view_rendering=rendering)
     reference = _take(_loader(pipeline, workers), 14)
     for k in (1, 6):
         loader = _loader(pipeline, workers)

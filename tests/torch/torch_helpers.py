@@ -75,7 +75,7 @@ def digest(batch) -> str:
         h.update(key.encode())
         h.update(batch[key].numpy().tobytes())
     h.update(batch["image"].contiguous().numpy().tobytes())
-    for name, view in sorted(batch.get("views", {}).items()):
+    for name, view in sorted({**batch.get("views", {}), **batch.get("view_plans", {})}.items()):
         h.update(name.encode())
         h.update(view.contiguous().numpy().tobytes())
     h.update("\0".join(batch["slide_path"]).encode())
