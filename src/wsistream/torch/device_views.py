@@ -26,9 +26,9 @@ from wsistream.torch import _device_ops as ops
 from wsistream.transforms.blur import GaussianBlur
 from wsistream.transforms.color import ColorJitter, RandomGrayscale, RandomSolarize
 from wsistream.transforms.geometric import RandomHorizontalFlip, RandomVerticalFlip
-from wsistream.views.config import ViewConfig, validate_views
+from wsistream.views.config import ViewConfig
 from wsistream.views.crops import Crop
-from wsistream.views.plan import PlannedOp, plan_layout
+from wsistream.views.plan import PlannedOp, ViewPlanner
 
 __all__ = ["DeviceViews"]
 
@@ -57,18 +57,16 @@ class DeviceViews(nn.Module):
 
     def __init__(self, views: Sequence[ViewConfig]) -> None:
         super().__init__()
-        self.views = validate_views(views)
-        self._layouts: dict[str, tuple[PlannedOp, ...]] = {}
-        for view in self.views:
-            layout = plan_layout(view)
+        planner = ViewPlanner(views)  # the worker's planner: same layouts, same refusals
+        self.views = planner.views
+        self._layouts = planner.layouts
+        for key, layout in self._layouts.items():
             for planned in layout:
                 if isinstance(planned.op, Crop) and planned.op.interpolation == "area":
                     raise ValueError(
-                        f"view {view.name!r}: interpolation='area' cannot enlarge on the device; use 'bicubic' "
+                        f"view {key!r}: interpolation='area' cannot enlarge on the device; use 'bicubic' "
                         "(DINOv2) or view_rendering='cpu'"
                     )
-            for key in view.view_names():
-                self._layouts[key] = layout
 
     @property
     def keys(self) -> list[str]:

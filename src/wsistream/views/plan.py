@@ -51,14 +51,13 @@ class PlannedOp:
     offset: int
     fields: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        kinds = ((Crop, "crop"), (ColorJitter, "jitter"), (GaussianBlur, "blur"))
+        object.__setattr__(self, "_kind", next((k for cls, k in kinds if isinstance(self.op, cls)), "flag"))
+
     def column(self, name: str) -> int:
         """Index of field ``name`` in the plan vector."""
         return self.offset + self.fields.index(name)
-
-    def __post_init__(self) -> None:
-        op = self.op
-        kind = "crop" if isinstance(op, Crop) else "jitter" if isinstance(op, ColorJitter) else "blur"
-        object.__setattr__(self, "_kind", kind if isinstance(op, (Crop, ColorJitter, GaussianBlur)) else "flag")
 
     def draw(self, vector: np.ndarray, rng: np.random.Generator, height: int, width: int) -> None:
         """Draw this op's parameters from ``rng`` (as rendering would) into its fields of ``vector``."""
@@ -148,6 +147,11 @@ class ViewPlanner:
             size = sum(len(p.fields) for p in layout)
             entries.extend((key, layout, size) for key in view.view_names())
         object.__setattr__(self, "_entries", tuple(entries))
+
+    @property
+    def layouts(self) -> dict[str, tuple[PlannedOp, ...]]:
+        """Each view key's layout, in rendering order."""
+        return {key: layout for key, layout, _ in self._entries}  # type: ignore[attr-defined]
 
     def plan(self, height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One float32 vector per view copy of a ``height``×``width`` patch (see :func:`plan_views`)."""
