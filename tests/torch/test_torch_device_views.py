@@ -13,8 +13,10 @@ from wsistream.torch import _device_ops as ops
 from wsistream.transforms import (
     ColorJitter,
     GaussianBlur,
+    HEDJitter,
     RandomGrayscale,
     RandomHorizontalFlip,
+    RandomRotate90,
     RandomSolarize,
     RandomVerticalFlip,
 )
@@ -94,6 +96,9 @@ def test_every_photometric_op_fired_matches(real_patches):
         ViewConfig("gray", crop, [RandomGrayscale(p=1.0), RandomSolarize(threshold=100, p=1.0)]),
         ViewConfig("blur", crop, [GaussianBlur(p=1.0, radius_min=0.1, radius_max=3.0)], count=2),
         ViewConfig("whole", None, [ColorJitter(brightness=0.5, p=1.0), GaussianBlur(p=1.0)]),
+        ViewConfig("rot", crop, [RandomRotate90(p=1.0), RandomHorizontalFlip(p=0.5)], count=4),
+        ViewConfig("hed", crop, [HEDJitter(sigma=0.2, p=1.0)], count=2),
+        ViewConfig("hed_skimage", crop, [HEDJitter(sigma=0.05, units="skimage", p=1.0)]),
     ]
     cpu, device = render_both(real_patches, views, seed=7)
     assert_close(cpu, device, max_diff=3, max_frac=0.002)
@@ -142,11 +147,11 @@ def test_validation(cohort):
         random_pipeline(cohort[:1], view_rendering="device")
     with pytest.raises(ValueError, match="view_rendering must be 'cpu' or 'device'"):
         random_pipeline(cohort[:1], views=dinov2_multicrop(32, 16), view_rendering="gpu")
-    from wsistream.transforms import HEDJitter
+    from wsistream.transforms import MacenkoNormalizer
 
-    with pytest.raises(ValueError, match="HEDJitter cannot be replayed"):
+    with pytest.raises(ValueError, match="MacenkoNormalizer cannot be replayed"):
         random_pipeline(
-            cohort[:1], views=[ViewConfig("v", RandomResizedCrop(16), [HEDJitter()])], view_rendering="device"
+            cohort[:1], views=[ViewConfig("v", RandomResizedCrop(16), [MacenkoNormalizer()])], view_rendering="device"
         )
     with pytest.raises(ValueError, match="interpolation='area' cannot enlarge"):
         DeviceViews([ViewConfig("v", RandomResizedCrop(16, interpolation="area"))])

@@ -11,8 +11,12 @@ cascades (tests pin the bounds).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from wsistream.transforms.stain import HED_FROM_RGB, RGB_FROM_HED
 
 __all__ = [
     "adjust_brightness",
@@ -21,8 +25,10 @@ __all__ = [
     "adjust_saturation",
     "gaussian_blur",
     "grayscale",
+    "hed_jitter",
     "resample",
     "resample_matrices",
+    "rotate90",
     "solarize",
 ]
 
@@ -205,6 +211,36 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     padded = F.pad(y, (0, 0, half, half), mode="reflect")
     y = sum(kernels[:, k].view(-1, 1, 1, 1) * padded[:, :, k : k + height] for k in range(kernel_size))
     return torch.round(y).clamp(0, 255)
+
+
+def rotate90(x: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
+    """Counter-clockwise quarter turns per row (``np.rot90(image, k, axes=(0, 1))``); square images."""
+    out = x.clone()
+    for k in (1, 2, 3):
+        rows = (quarter_turns.round() == k).nonzero().squeeze(1)
+        if rows.numel():
+            out[rows] = torch.rot90(x[rows], k, dims=(2, 3))
+    return out
+
+
+def hed_jitter(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, beta_in_od: bool) -> torch.Tensor:
+    """Per-row affine stain perturbation in optical density (``HEDJitter.apply``; alpha, beta N×3)."""
+    device = x.device
+    log_floor = math.log(1e-6)  # stain.py's OD scale: log(max(v / 255, 1e-6)) / log(1e-6), 0 white .. 1 black
+    values = torch.arange(256, dtype=torch.float64, device=device) / 255.0
+    od_lut = (torch.log(values.clamp(min=1e-6)) / log_floor).to(torch.float32)
+    od = od_lut[x.to(torch.int64)]  # N×3×H×W
+    rgb_from_hed = torch.from_numpy(RGB_FROM_HED).to(device)
+    hed_from_rgb = torch.from_numpy(HED_FROM_RGB).to(device)
+    alpha, beta = alpha.to(torch.float64), beta.to(torch.float64)
+    if beta_in_od:
+        beta = beta / -log_floor
+    matrix = ((hed_from_rgb.unsqueeze(0) * alpha.unsqueeze(1)) @ rgb_from_hed).to(torch.float32)  # N×3×3
+    offset = (beta @ rgb_from_hed).to(torch.float32)  # N×3
+    # out[c] = sum_i od[i] * matrix[i, c] + offset[c]: elementwise, exact float32 (no TF32 matmul)
+    out = sum(od[:, i : i + 1] * matrix[:, i, :].view(-1, 3, 1, 1) for i in range(3)) + offset.view(-1, 3, 1, 1)
+    rgb = torch.exp(out.clamp(min=0) * log_floor) * 255
+    return torch.round(rgb).clamp(0, 255)
 
 
 def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -25,7 +25,8 @@ import numpy as np
 from wsistream.transforms.base import ComposeTransforms, PatchTransform
 from wsistream.transforms.blur import GaussianBlur
 from wsistream.transforms.color import ColorJitter, RandomGrayscale, RandomSolarize
-from wsistream.transforms.geometric import RandomHorizontalFlip, RandomVerticalFlip
+from wsistream.transforms.geometric import RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip
+from wsistream.transforms.stain import HEDJitter
 from wsistream.views.config import ViewConfig, validate_views
 from wsistream.views.crops import Crop
 
@@ -36,11 +37,22 @@ OP_FIELDS: dict[type, tuple[str, ...]] = {
     Crop: ("top", "left", "height", "width"),
     RandomHorizontalFlip: ("fired",),
     RandomVerticalFlip: ("fired",),
+    RandomRotate90: ("fired", "quarter_turns"),
     ColorJitter: ("fired", "order0", "order1", "order2", "order3", "brightness", "contrast", "saturation", "hue"),
     RandomGrayscale: ("fired",),
     GaussianBlur: ("fired", "sigma"),
     RandomSolarize: ("fired",),
+    HEDJitter: ("fired", "alpha_h", "alpha_e", "alpha_d", "beta_h", "beta_e", "beta_d"),
 }
+
+#: How :meth:`PlannedOp.draw` packs each op's parameters; any other op is a single "fired" flag.
+_KINDS = (
+    (Crop, "crop"),
+    (ColorJitter, "jitter"),
+    (GaussianBlur, "blur"),
+    (RandomRotate90, "rotate"),
+    (HEDJitter, "hed"),
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,7 @@ class PlannedOp:
     fields: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        kinds = ((Crop, "crop"), (ColorJitter, "jitter"), (GaussianBlur, "blur"))
-        object.__setattr__(self, "_kind", next((k for cls, k in kinds if isinstance(self.op, cls)), "flag"))
+        object.__setattr__(self, "_kind", next((k for cls, k in _KINDS if isinstance(self.op, cls)), "flag"))
 
     def column(self, name: str) -> int:
         """Index of field ``name`` in the plan vector."""
@@ -72,8 +83,10 @@ class PlannedOp:
         elif kind == "jitter":
             factors = (params.brightness, params.contrast, params.saturation, params.hue)
             vector[i : i + 9] = (1.0, *params.order, *(np.nan if f is None else f for f in factors))
-        elif kind == "blur":
+        elif kind in ("blur", "rotate"):
             vector[i : i + 2] = (1.0, params)
+        elif kind == "hed":
+            vector[i : i + 7] = (1.0, *params[0], *params[1])
         else:
             vector[i] = 1.0
 
