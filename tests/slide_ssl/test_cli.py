@@ -34,6 +34,13 @@ def test_pretrain_then_probe(tmp_path):
               "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe"), "--repeats", "2",
               "--layers", "-1", "--abmil-epochs", "1"],
     )  # fmt: skip
+    kfold = runner.invoke(
+        app, ["slide-probe", "--encoder", str(tmp_path / "run" / "slide_encoder.pt"), "--features", str(syn.root),
+              "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe-kfold"), "--cv", "kfold",
+              "--folds", "4", "--no-abmil", "--no-random-baseline"],
+    )  # fmt: skip
+    assert kfold.exit_code == 0, kfold.output
+    assert json.loads((tmp_path / "probe-kfold" / "probe.json").read_text())["results"][0]["repeats"] == 4
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "probe" / "probe.json").read_text())
     names = [r["name"] for r in summary["results"]]

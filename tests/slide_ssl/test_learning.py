@@ -48,3 +48,19 @@ def test_short_dino_run_learns_the_spatial_pattern(tmp_path):
     random_init = auroc(SlideEncoder(enc))
     pretrained = auroc(load_encoder(res.encoder_path))
     assert pretrained > random_init + 0.05, (pretrained, random_init)
+
+
+def test_kfold_splits_test_every_slide_once_and_keep_parts_disjoint():
+    from wsistream.slide_ssl.probe import kfold_splits
+
+    splits = kfold_splits(23, folds=10, val_fraction=0.1, seed=3)
+    assert len(splits) == 10
+    tested = np.concatenate([s.test for s in splits])
+    assert sorted(tested.tolist()) == list(range(23))  # each slide tested exactly once
+    for s in splits:
+        parts = [set(s.train.tolist()), set(s.val.tolist()), set(s.test.tolist())]
+        assert all(parts) and sum(map(len, parts)) == 23 and len(set.union(*parts)) == 23
+        assert len(s.val) == 2 and len(s.test) in (2, 3)
+    assert [s.test.tolist() for s in kfold_splits(23, folds=10, seed=3)] == [s.test.tolist() for s in splits]
+    with pytest.raises(ValueError, match="folds <= number of slides"):
+        kfold_splits(5, folds=10)

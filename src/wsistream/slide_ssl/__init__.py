@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "load_encoder": "probe",
     "embed_slides": "probe",
     "repeated_splits": "probe",
+    "kfold_splits": "probe",
     "Split": "probe",
     "linear_probe": "probe",
     "abmil_probe": "probe",

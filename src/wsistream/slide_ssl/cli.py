@@ -123,7 +123,9 @@ def slide_probe(
     features: Path = typer.Option(..., "--features", help="Folder of tile features of the labelled slides."),
     labels: Path = typer.Option(..., "--labels", help="CSV: slide_id plus one 0/1 column per label (blank = missing)."),
     out: Path = typer.Option(..., "--out", help="Output folder for probe.json and probe_scores.csv."),
-    repeats: int = typer.Option(10, help="Random 70/10/20 splits."),
+    repeats: int = typer.Option(10, help="Random 70/10/20 splits (with --cv repeated)."),
+    cv: str = typer.Option("repeated", help="'repeated' random splits, or 'kfold': every slide tested once."),
+    folds: int = typer.Option(10, help="Folds with --cv kfold (the seed's LUAD task: 10)."),
     layers: str = typer.Option("-1", help="Encoder layers whose CLS to concatenate, e.g. -4,-3,-2,-1."),
     concat_mean: bool = typer.Option(True, "--concat-mean/--no-concat-mean", help="Append the mean input embedding."),
     random_baseline: bool = typer.Option(
@@ -136,12 +138,22 @@ def slide_probe(
     max_tiles: int = typer.Option(8192, help="Tiles per slide for embedding (random subset beyond)."),
     seed: int = typer.Option(0, help="Seed of the splits and subsets."),
 ) -> None:
-    """Linear probe (AUROC / AUPRC mean ± std over repeated splits) of slide embeddings."""
+    """Linear probe (AUROC / AUPRC mean ± std over repeated splits or k folds) of slide embeddings."""
     import torch
 
     from wsistream.slide_ssl.data import SlideCohort
     from wsistream.slide_ssl.encoder import SlideEncoder
-    from wsistream.slide_ssl.probe import abmil_probe, embed_slides, linear_probe, load_encoder, repeated_splits
+    from wsistream.slide_ssl.probe import (
+        abmil_probe,
+        embed_slides,
+        kfold_splits,
+        linear_probe,
+        load_encoder,
+        repeated_splits,
+    )
+
+    if cv not in ("repeated", "kfold"):
+        raise typer.BadParameter(f"--cv must be 'repeated' or 'kfold', got {cv!r}")
 
     names, table = _read_labels(labels)
     enc = load_encoder(encoder)
@@ -151,7 +163,10 @@ def slide_probe(
         raise typer.BadParameter(f"only {len(keep)} slides of {features} have labels in {labels}; need at least 3")
     sub = cohort.subset(keep)
     y = np.array([table[s] for s in sub.slide_ids], dtype=np.float64)
-    splits = repeated_splits(len(sub), repeats=repeats, seed=seed)
+    if cv == "kfold":
+        splits = kfold_splits(len(sub), folds=folds, seed=seed)
+    else:
+        splits = repeated_splits(len(sub), repeats=repeats, seed=seed)
     lay = _ints(layers, "layers") or (-1,)
     results = []
     x = embed_slides(enc, sub, layers=lay, concat_mean_input=concat_mean, max_tiles=max_tiles, seed=seed)

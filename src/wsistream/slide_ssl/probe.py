@@ -7,7 +7,8 @@ LayerNorm, concatenated, optionally followed by the mean input tile embedding.
 Slides with more than ``max_tiles`` tiles are encoded on a random subset
 (``max_tiles: 8192`` in ``task_configs/mutation_5_gene_freeze.yaml``).
 
-Probe: for each of ``repeats`` random 70/10/20 train/val/test splits and each
+Probe: for each of ``repeats`` random 70/10/20 train/val/test splits (or each
+fold of :func:`kfold_splits`, the seed document's 10-fold cross-validation) and each
 label, standardise on train, fit an L2 logistic regression for every ``C`` in
 the grid, keep the ``C`` with the best validation AUROC, report test AUROC and
 AUPRC; then mean ± std over repeats of the macro average over labels. A label
@@ -109,6 +110,30 @@ def repeated_splits(
     for r in range(repeats):
         perm = np.random.default_rng([seed, r]).permutation(n)
         out.append(Split(perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]))
+    return out
+
+
+def kfold_splits(n: int, folds: int = 10, val_fraction: float = 0.1, seed: int = 0) -> list[Split]:
+    """``folds``-fold cross-validation: every item is tested exactly once.
+
+    The seed document reports "10-fold cross-validation" for its TCGA LUAD
+    5-gene task. Fold ``i`` tests one shuffled fold; ``val_fraction`` of all
+    items, drawn from the other folds, choose the regularisation; the rest
+    train. Folds are not stratified: the task is multi-label.
+    """
+    if folds < 2 or n < folds:
+        raise ValueError(f"need 2 <= folds <= number of slides, got folds={folds} for {n} slides")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng([seed, folds])
+    parts = np.array_split(rng.permutation(n), folds)
+    out = []
+    for i, test in enumerate(parts):
+        rest = rng.permutation(np.concatenate([p for j, p in enumerate(parts) if j != i]))
+        n_val = min(max(1, round(val_fraction * n)), len(rest) - 1)
+        if n_val < 1:
+            raise ValueError(f"{n} slides in {folds} folds leave no training slide; use fewer folds")
+        out.append(Split(rest[n_val:], rest[:n_val], np.sort(test)))
     return out
 
 
