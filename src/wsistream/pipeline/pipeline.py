@@ -15,6 +15,7 @@ import numpy as np
 
 from wsistream.backends.base import SlideBackend, SlideHandle
 from wsistream.backends.openslide import OpenSlideBackend
+from wsistream.pipeline._views import prepare_views
 from wsistream.pipeline.adapters import DatasetAdapter, PatchFilter
 from wsistream.pipeline.cache import MaskCache
 from wsistream.pipeline.failures import append_failure, read_failure_log
@@ -196,20 +197,7 @@ class PatchPipeline:
                 )
         if not self.slide_list:
             raise ValueError(f"slide_paths={self.slide_paths!r} contains no slide; pass files, a folder or a glob")
-        self._views: tuple[ViewConfig, ...] | None = None
-        if self.views is not None:
-            from wsistream.views import validate_views
-
-            self._views = tuple(validate_views(self.views))
-            _check_crops_fit(self._views, self.sampler.patch_size)
-        if self.view_rendering not in ("cpu", "device"):
-            raise ValueError(f"view_rendering must be 'cpu' or 'device', got {self.view_rendering!r}")
-        if self.view_rendering == "device":
-            if self._views is None:
-                raise ValueError("view_rendering='device' needs views=[...]; drop it or pass the views to render")
-            from wsistream.views import ViewPlanner
-
-            self._planner = ViewPlanner(self._views)  # raises now, naming the op, if the device cannot replay it
+        self._views, self._planner = prepare_views(self.views, self.view_rendering, self.sampler.patch_size)
         self._mask_cache = MaskCache(self.tissue_mask_cache_size)
         self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
         #: The seed actually used (drawn once when ``seed=None``).
@@ -219,6 +207,12 @@ class PatchPipeline:
         #: Slides skipped up front because ``skip_known_failures`` lists them.
         self.quarantined: list[str] = []
         if self.skip_known_failures is not None:
+            if self.failure_log is not None and _same_file(self.failure_log, self.skip_known_failures):
+                raise ValueError(
+                    f"failure_log and skip_known_failures are the same file ({self.failure_log}): the quarantine "
+                    "would grow while the run streams, so a resumed run would skip other slides than the "
+                    "interrupted one; log to a new file (e.g. run2/failures.jsonl) and skip the old run's log"
+                )
             known = read_failure_log(self.skip_known_failures)
             self.quarantined = [p for p in self.slide_list if p in known]
             if self.quarantined:
@@ -324,7 +318,7 @@ class PatchPipeline:
         if self._shared_transforms is not None:
             image = self._shared_transforms(image, rng)
         views = view_plans = None
-        if self._views and self.view_rendering == "device":
+        if self._planner is not None:
             view_plans = self._planner.plan(image.shape[0], image.shape[1], rng)
         elif self._views:
             from wsistream.views import render_views
@@ -345,16 +339,9 @@ class PatchPipeline:
         )
 
 
-def _check_crops_fit(views: Sequence[ViewConfig], patch_size: int) -> None:
-    """A centre crop larger than the patch cannot be taken: say so at construction, not mid-stream."""
-    from wsistream.views import CenterCrop
-
-    for view in views:
-        if isinstance(view.crop, CenterCrop) and view.crop.size > patch_size:
-            raise ValueError(
-                f"view {view.name!r}: CenterCrop({view.crop.size}) is larger than the {patch_size}-px patch; "
-                f"pass a crop size <= {patch_size} or a larger sampler patch_size"
-            )
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (resolved, so ``./x`` and ``x`` match; the file need not exist)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _compose(transforms: Any) -> Any:
