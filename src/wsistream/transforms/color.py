@@ -88,7 +88,10 @@ class ColorJitter(RandomTransform):
     ``ImageEnhance`` does on the PIL images DINOv2's data loader hands
     torchvision (torchvision's ``F.adjust_*`` call ``ImageEnhance.Brightness``,
     ``.Contrast``, ``.Color`` and an 8-bit HSV rotation for PIL inputs).
-    Brightness and contrast are lookup tables identical to Pillow's; saturation
+    Brightness and contrast are lookup tables identical to Pillow's (contrast
+    blends with the rounded mean luma computed from the channel means, where
+    Pillow averages the rounded per-pixel luma: the two round apart only when
+    the mean sits within ~0.001 of a half-integer); saturation
     equals Pillow's except for values within 0.0005 of an integer; hue rotates
     OpenCV's 8-bit full-range HSV by the shift rounded to 1/256 turn (Pillow
     truncates ``h * 255``): on real H&E >= 98 % of values equal Pillow's, and on
