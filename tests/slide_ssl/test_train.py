@@ -31,6 +31,16 @@ def test_interrupted_and_resumed_run_replays_the_same_losses(method, tiny_config
     assert all(torch.equal(sd_full[k], sd_res[k]) for k in sd_full)
 
 
+def test_layer_checkpointing_can_be_switched_on_when_resuming(tiny_config, feature_dir, tmp_path):
+    cfg = tiny_config("dinov2", steps=4, checkpoint_every=2)
+    full = pretrain(feature_dir, tmp_path / "full", cfg, progress=False)
+    pretrain(feature_dir, tmp_path / "part", cfg, progress=False, stop_after=2)
+    recompute = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, checkpoint_layers=True))
+    resumed = pretrain(feature_dir, tmp_path / "part", recompute, progress=False)
+    assert [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    assert resumed.losses == full.losses  # exact: recomputed activations, replayed dropout masks
+
+
 def test_outputs_checkpoint_and_loss_files(tiny_config, feature_dir, tmp_path):
     cfg = tiny_config("dinov2-grid", steps=3, checkpoint_every=2)
     res = pretrain(feature_dir, tmp_path, cfg, progress=False)

@@ -46,6 +46,9 @@ def slide_pretrain(
         None, help="Dilated-attention segment lengths, e.g. 1024,2048,4096,8192,16384."
     ),
     dilations: str | None = typer.Option(None, help="Dilation ratio per segment length, e.g. 1,2,4,8,16."),
+    checkpoint_layers: bool = typer.Option(
+        False, "--checkpoint-layers/--no-checkpoint-layers", help="Recompute layer activations in backward."
+    ),
     out_dim: int | None = typer.Option(None, help="DINO head prototypes [8192]."),
     ibot_out_dim: int | None = typer.Option(None, help="Separate iBOT head prototypes [dinov2-grid: 65536]."),
     base_lr: float | None = typer.Option(None, help="Base learning rate before batch scaling [preset]."),
@@ -92,6 +95,7 @@ def slide_pretrain(
             ffn_dim=ffn_dim,
             segment_lengths=_ints(segment_lengths, "segment_lengths"),
             dilations=_ints(dilations, "dilations"),
+            checkpoint_layers=checkpoint_layers or None,
         )
         cfg = dataclasses.replace(cfg, encoder=encoder)
     except ValueError as exc:

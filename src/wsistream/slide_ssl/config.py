@@ -54,6 +54,10 @@ class EncoderConfig:
     ``segment_lengths`` from :func:`segment_lengths_for` (32768-px WSI, 256-px tiles); ``dropout=0.1``,
     ``drop_path=0.0`` (run_main.sh ``DROPOUT``/``DROP_PATH_RATE``); ``attn_dropout=0`` and ``subln=True``
     (torchscale ``architecture/config.py`` defaults); LayerNorm eps 1e-6 (``slide_enc12l768d``).
+    ``checkpoint_layers=True`` recomputes each layer's activations in the backward pass
+    (``torch.utils.checkpoint``, RNG state preserved so dropout masks repeat): activation memory of one
+    layer instead of ``depth`` layers, for about one extra forward of compute (torchscale's
+    ``checkpoint_activations``; off by default as in the reference runs).
     """
 
     in_dim: int = 1536
@@ -68,6 +72,7 @@ class EncoderConfig:
     drop_path: float = 0.0
     subln: bool = True
     eps: float = 1e-6
+    checkpoint_layers: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segment_lengths", tuple(int(s) for s in self.segment_lengths))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from wsistream.slide_ssl.attention import DilatedSelfAttention
 from wsistream.slide_ssl.config import EncoderConfig
@@ -190,8 +191,9 @@ class SlideEncoder(nn.Module):
             full_pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=pad.device), pad], dim=1)
         wanted = self._layer_numbers(layers) if layers else []
         collected: dict[int, torch.Tensor] = {}
+        recompute = self.cfg.checkpoint_layers and self.training and torch.is_grad_enabled()
         for n, layer in enumerate(self.layers, start=1):
-            h = layer(h, full_pad)
+            h = checkpoint(layer, h, full_pad, use_reentrant=False) if recompute else layer(h, full_pad)
             if n in wanted:
                 collected[n] = self.norm(h[:, 0])
         out = self.norm(h)

@@ -148,10 +148,10 @@ def _check_resumable(
 ) -> None:
     if state.get("format") != _FORMAT:
         raise PretrainError(str(path), f"not a {_FORMAT} checkpoint; pass another --out or resume=False")
-    saved = dict(state["config"])
-    now = cfg.to_dict()
-    saved.pop("checkpoint_every", None)
-    now.pop("checkpoint_every", None)
+    saved, now = dict(state["config"]), cfg.to_dict()
+    for config in (saved, now):  # settings that do not change the run's numbers may differ on resume
+        config.pop("checkpoint_every", None)
+        config["encoder"] = {k: v for k, v in dict(config.get("encoder", {})).items() if k != "checkpoint_layers"}
     if json.dumps(saved, sort_keys=True, default=list) != json.dumps(now, sort_keys=True, default=list):
         raise PretrainError(
             str(path), "checkpoint was written with another configuration; pass the same options or resume=False"
