@@ -67,6 +67,18 @@ def test_mil_cv_end_to_end(tmp_path, synth, cohort_writer):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
+def test_mil_cv_passes_model_args(tmp_path, synth, cohort_writer):
+    feat, csv = cohort_writer(tmp_path, *synth(n_patients=12, d=8))
+    base = ["mil-cv", "--features", str(feat), "--labels", str(csv), "--model", "transmil", *ARGS]
+    nystrom = ["--model-arg", "attention=nystrom", "--model-arg", "num_landmarks=4"]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "o"), *nystrom])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "o" / "cv_results.json").read_text())["config"]
+    assert config["model_kwargs"] == {"attention": "nystrom", "num_landmarks": 4}
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "p"), "--model-arg", "attention"])
+    assert res.exit_code != 0 and "pass KEY=VALUE" in res.output
+
+
 def test_mil_cv_survival_writes_km_plot(tmp_path, synth, cohort_writer):
     feat, csv = cohort_writer(tmp_path, *synth(n_patients=16, d=8, task="survival"))
     out = tmp_path / "out"

@@ -226,3 +226,41 @@ def test_unknown_model_and_bad_dims_are_rejected():
         build_model("clam", 16)
     with pytest.raises(ValueError, match="num_heads"):
         TransMIL(20)
+
+
+def test_iterative_pinv_inverts_a_well_conditioned_matrix():
+    from wsistream.mil.nystrom import iterative_pinv
+
+    torch.manual_seed(0)
+    x = torch.eye(12, dtype=torch.float64) + 0.1 * torch.randn(3, 12, 12, dtype=torch.float64)
+    eye = torch.eye(12, dtype=torch.float64).expand(3, -1, -1)
+    torch.testing.assert_close(x @ iterative_pinv(x, iterations=12), eye, atol=1e-8, rtol=0)
+
+
+def test_nystrom_with_one_landmark_per_token_is_full_attention():
+    """m = N landmarks of one token each: the Nyström product A pinv(A) A V is A V."""
+    from wsistream.mil.blocks import SelfAttention
+    from wsistream.mil.nystrom import NystromAttention
+
+    torch.manual_seed(0)
+    full = SelfAttention(32, num_heads=4).double()
+    approx = NystromAttention(32, num_heads=4, num_landmarks=10, pinv_iterations=30, residual=False).double()
+    approx.to_qkv.load_state_dict(full.qkv.state_dict())
+    approx.to_out.load_state_dict(full.proj.state_dict())
+    x = torch.randn(2, 10, 32, dtype=torch.float64)
+    torch.testing.assert_close(approx(x), full(x), atol=1e-6, rtol=1e-6)
+    # more tokens than landmarks: padded in front, the last N rows returned, finite
+    y = approx(torch.randn(2, 23, 32, dtype=torch.float64))
+    assert y.shape == (2, 23, 32) and torch.isfinite(y).all()
+
+
+def test_transmil_with_nystrom_attention():
+    base, nys = TransMIL(64, 1), TransMIL(64, 1, attention="nystrom", num_landmarks=8)
+    assert count_parameters(nys) == count_parameters(base) + 2 * 8 * 33  # a (33, 1) depthwise conv per head and block
+    x = torch.randn(3, 50, 3 + 64)
+    out = nys(x)
+    assert out.shape == (3, 1) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert nys.cor.attn.res_conv.weight.grad is not None
+    with pytest.raises(ValueError, match="'original' or 'nystrom'"):
+        TransMIL(64, 1, attention="linear")

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "HIPTMIL": "hiptmil",
     "MeanPool": "meanpool",
     "TransMIL": "transmil",
+    "NystromAttention": "nystrom",
     "MODELS": "registry",
     "build_model": "registry",
     "count_parameters": "blocks",
@@ -80,6 +81,7 @@ __all__ = [
     "FoldResult",
     "MeanPool",
     "NestedCVConfig",
+    "NystromAttention",
     "SlideCohort",
     "TrainConfig",
     "TransMIL",
@@ -125,6 +127,7 @@ if TYPE_CHECKING:
     from wsistream.mil.dsmil import DSMIL
     from wsistream.mil.hiptmil import HIPTMIL
     from wsistream.mil.meanpool import MeanPool
+    from wsistream.mil.nystrom import NystromAttention
     from wsistream.mil.objectives import CoxLoss, binary_auc, concordance, cox_loss, mean_ovr_auc
     from wsistream.mil.registry import MODELS, build_model
     from wsistream.mil.report import plot_result, write_report

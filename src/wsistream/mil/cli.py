@@ -51,6 +51,25 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """``["attention=nystrom", "num_landmarks=128"]`` -> ``{"attention": "nystrom", "num_landmarks": 128}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise typer.BadParameter(f"--model-arg {pair!r}: pass KEY=VALUE, e.g. attention=nystrom")
+        value: Any = {"true": True, "false": False, "none": None}.get(text.lower(), text)
+        if isinstance(value, str):
+            for convert in (int, float):
+                try:
+                    value = convert(text)
+                    break
+                except ValueError:
+                    continue
+        out[key] = value
+    return out
+
+
 @app.command("mil-cv")
 def mil_cv(
     features: Annotated[
@@ -82,6 +101,10 @@ def mil_cv(
     ] = "patient_id",
     time_column: Annotated[str, typer.Option("--time-column", help="Survival time column (with --event-column).")] = "",
     event_column: Annotated[str, typer.Option("--event-column", help="Survival event column, 1 = event.")] = "",
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option("--model-arg", help="Model constructor override KEY=VALUE (repeatable), e.g. attention=nystrom."),
+    ] = None,
 ) -> None:
     """Nested cross-validation of a MIL model on slide features; writes JSON, CSV and a PNG report."""
     if task not in _TASKS:
@@ -134,7 +157,9 @@ def mil_cv(
             + (f", classes={list(cohort.class_names)}" if cohort.class_names else "")
         )
         _print_exclusions(cohort.exclusions)
-        result = nested_cross_validation(cohort, model, cfg, corrected=corrected, progress=progress)
+        result = nested_cross_validation(
+            cohort, model, cfg, corrected=corrected, model_kwargs=_model_kwargs(model_arg or []), progress=progress
+        )
     except WsiStreamError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from exc

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from wsistream.mil.blocks import METADATA_COLS, SelfAttention
+from wsistream.mil.nystrom import NystromAttention
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -30,9 +31,16 @@ class TransMILBlock(nn.Module):
     ``attention_type='original'``, 8 heads, ``qkv_bias=False``, no dropout).
     """
 
-    def __init__(self, in_features: int, num_heads: int = 8) -> None:
+    def __init__(
+        self, in_features: int, num_heads: int = 8, attention: str = "original", num_landmarks: int = 256
+    ) -> None:
         super().__init__()
-        self.attn = SelfAttention(in_features, num_heads=num_heads, qkv_bias=False)
+        if attention == "original":
+            self.attn: nn.Module = SelfAttention(in_features, num_heads=num_heads, qkv_bias=False)
+        elif attention == "nystrom":
+            self.attn = NystromAttention(in_features, num_heads=num_heads, num_landmarks=num_landmarks)
+        else:
+            raise ValueError(f"attention must be 'original' or 'nystrom', got {attention!r}")
         self.norm1 = nn.LayerNorm(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +88,11 @@ class TransMIL(nn.Module):
     tokens (reference ``_squaring``), which places tiles on a grid in input
     order; tile coordinates are not used.
 
+    ``attention="nystrom"`` swaps both blocks' attention for the reference's
+    optional Nyström approximation (:class:`~wsistream.mil.nystrom.NystromAttention`,
+    ``num_landmarks`` 256), linear in the number of tiles; the reference
+    benchmark uses full attention (the default).
+
     Reference flaw reproduced by default: the padding mask is ignored, so in a
     padded batch the zero-padded tiles take part in attention, squaring and
     the convolutions, and a slide's logits depend on the other slides in its
@@ -96,6 +109,8 @@ class TransMIL(nn.Module):
         num_heads: int = 8,
         metadata_cols: int = METADATA_COLS,
         corrected: bool = False,
+        attention: str = "original",
+        num_landmarks: int = 256,
     ) -> None:
         super().__init__()
         if proj_dim is not None:
@@ -105,9 +120,9 @@ class TransMIL(nn.Module):
             width = in_features
             self.proj = nn.Identity()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.cor = TransMILBlock(width, num_heads=num_heads)
+        self.cor = TransMILBlock(width, num_heads, attention, num_landmarks)
         self.pos_enc = PPEG(width)
-        self.agg = TransMILBlock(width, num_heads=num_heads)
+        self.agg = TransMILBlock(width, num_heads, attention, num_landmarks)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, out_features)
         self.metadata_cols = metadata_cols
