@@ -163,3 +163,13 @@ def test_validation(cohort):
         render(images, {"v_0": torch.zeros((2, 5))})
     with pytest.raises(ValueError, match="uint8 N×3×H×W"):
         render(images.float(), {"v_0": torch.zeros((2, 4))})
+
+
+def test_channels_last_batches_render_the_same(real_patches):
+    views = dinov2_multicrop(n_local=2)
+    plans = [plan_views(views, 224, 224, np.random.default_rng(i)) for i in range(2)]
+    stacked = {k: torch.from_numpy(np.stack([p[k] for p in plans])) for k in plans[0]}
+    nhwc = torch.from_numpy(np.stack(real_patches[:2])).permute(0, 3, 1, 2)  # PatchCollator(channels_last=True)
+    render = DeviceViews(views)
+    a, b = render(nhwc.contiguous(), stacked), render(nhwc, stacked)
+    assert all(torch.equal(a[k], b[k]) for k in a)
