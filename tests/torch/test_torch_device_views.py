@@ -165,7 +165,7 @@ def test_validation(cohort):
         render(images.float(), {"v_0": torch.zeros((2, 4))})
 
 
-def test_channels_last_batches_render_the_same(real_patches):
+def test_channels_last_and_autocast_render_the_same(real_patches):
     views = dinov2_multicrop(n_local=2)
     plans = [plan_views(views, 224, 224, np.random.default_rng(i)) for i in range(2)]
     stacked = {k: torch.from_numpy(np.stack([p[k] for p in plans])) for k in plans[0]}
@@ -173,3 +173,6 @@ def test_channels_last_batches_render_the_same(real_patches):
     render = DeviceViews(views)
     a, b = render(nhwc.contiguous(), stacked), render(nhwc, stacked)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a training loop's autocast region changes nothing
+        c = render(nhwc, stacked)
+    assert all(torch.equal(a[k], c[k]) for k in a)

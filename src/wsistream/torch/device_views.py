@@ -94,6 +94,11 @@ class DeviceViews(nn.Module):
         missing = [k for k in self._layouts if k not in plans]
         if missing:
             raise ValueError(f"plans lack view keys {missing}; were they made by the same view list?")
+        # the CPU path's numerics need float32 throughout, also inside a caller's autocast region
+        with torch.autocast(images.device.type, enabled=False):
+            return self._render(images, plans)
+
+    def _render(self, images: torch.Tensor, plans: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source = images.to(torch.float32)
         out = {}
         for key, layout in self._layouts.items():
