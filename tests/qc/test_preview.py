@@ -26,3 +26,8 @@ def test_preview_png_shows_the_stream(tmp_path, synthetic_40x_svs):
     # the red patch boxes are drawn on the overview
     red = (image[:, :, 0] > 200) & (image[:, :, 1] < 60) & (image[:, :, 2] < 60)
     assert red.sum() > 100
+    # a pipeline leaving its views to the GPU previews the same patches with the same views
+    device = build_pipeline("phikon-v2", [synthetic_40x_svs], views=True, view_rendering="device")
+    _, same = preview_slide(device, synthetic_40x_svs, tmp_path / "d.png", n_patches=6)
+    for a, b in zip(results, same, strict=True):
+        assert a.coordinate == b.coordinate and all(np.array_equal(a.views[k], b.views[k]) for k in a.views)

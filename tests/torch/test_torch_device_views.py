@@ -135,7 +135,7 @@ def test_the_pipeline_streams_plans_that_render_to_its_cpu_views(cohort):
     cpu, dev = batch("cpu"), batch("device")
     assert "view_plans" not in cpu and "views" not in dev
     assert torch.equal(cpu["image"], dev["image"]) and torch.equal(cpu["x0"], dev["x0"])  # same stream
-    assert dev["view_plans"]["g_1"].dtype == torch.float32 and dev["view_plans"]["g_1"].shape[0] == 12
+    assert dev["view_plans"]["g_1"].dtype == torch.float64 and dev["view_plans"]["g_1"].shape[0] == 12
     rendered = DeviceViews(views)(dev["image"], dev["view_plans"])
     for key, ref in cpu["views"].items():
         diff = (rendered[key].int() - ref.int()).abs()

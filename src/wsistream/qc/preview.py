@@ -46,7 +46,10 @@ def _slide_panel(pipeline: PatchPipeline, slide: str, n_patches: int) -> tuple[n
     """Overview with mask and patch boxes, the first patches the pipeline streams there, tissue fraction."""
     import cv2
 
-    single = dataclasses.replace(pipeline, slide_paths=[slide], cycle=False, pool_size=1, patches_per_slide=n_patches)
+    # views rendered here even when the pipeline leaves them to the GPU: same draws, same pixels (render_plan)
+    single = dataclasses.replace(
+        pipeline, slide_paths=[slide], cycle=False, pool_size=1, patches_per_slide=n_patches, view_rendering="cpu"
+    )
     try:
         results = list(itertools.islice(iter(single), n_patches))
     except NoUsableSlidesError:

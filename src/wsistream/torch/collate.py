@@ -43,7 +43,7 @@ class PatchCollator:
     The batch holds (``N`` patches):
 
     * ``image``: uint8 ``N×3×H×W``; ``views``: ``{name: uint8 N×3×h×w}`` when the pipeline has views,
-      or ``view_plans``: ``{name: float32 N×P}`` with ``view_rendering="device"`` (render them with
+      or ``view_plans``: ``{name: float64 N×P}`` with ``view_rendering="device"`` (render them with
       :class:`~wsistream.torch.DeviceViews`);
     * ``x0``, ``y0``, ``level``, ``read_size``, ``patch_size``: int64 ``N`` (level-0 / read-level pixels);
     * ``mpp`` (NaN when unknown), ``level_downsample``, ``tissue_fraction``: float64 ``N``;

@@ -82,7 +82,7 @@ class DeviceViews(nn.Module):
         images : torch.Tensor
             uint8 ``N×3×H×W`` primary patches (``batch["image"]``), any device.
         plans : mapping of str to torch.Tensor
-            ``batch["view_plans"]``: float32 ``N×P`` per view key.
+            ``batch["view_plans"]``: ``N×P`` per view key (float64 from the collate; used as float32).
 
         Returns
         -------

@@ -13,7 +13,7 @@ choices without pixels, for :class:`wsistream.torch.DeviceViews`. See ``docs/vie
 
 from wsistream.views.config import ViewConfig, validate_views
 from wsistream.views.crops import CenterCrop, Crop, CropBox, Interpolation, RandomResizedCrop, Resize
-from wsistream.views.plan import OP_FIELDS, PlannedOp, ViewPlanner, device_chain, plan_layout, plan_views
+from wsistream.views.plan import OP_FIELDS, PlannedOp, ViewPlanner, device_chain, plan_layout, plan_views, render_plan
 from wsistream.views.presets import dinov2_multicrop
 from wsistream.views.render import render_views
 
@@ -32,6 +32,7 @@ __all__ = [
     "dinov2_multicrop",
     "plan_layout",
     "plan_views",
+    "render_plan",
     "render_views",
     "validate_views",
 ]

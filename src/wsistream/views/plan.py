@@ -1,4 +1,4 @@
-"""Draw every random choice of a view set without touching pixels, as flat float32 vectors.
+"""Draw every random choice of a view set without touching pixels, as flat float64 vectors.
 
 Rendering ten DINOv2 views on the CPU costs more than reading the patch
 (``docs/performance.md``). :func:`plan_views` draws exactly the random numbers
@@ -19,18 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from wsistream.transforms.base import ComposeTransforms, PatchTransform
 from wsistream.transforms.blur import GaussianBlur
-from wsistream.transforms.color import ColorJitter, RandomGrayscale, RandomSolarize
+from wsistream.transforms.color import ColorJitter, ColorJitterParams, RandomGrayscale, RandomSolarize
 from wsistream.transforms.geometric import RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip
 from wsistream.transforms.stain import HEDJitter
 from wsistream.views.config import ViewConfig, validate_views
-from wsistream.views.crops import Crop
+from wsistream.views.crops import Crop, CropBox
 
-__all__ = ["OP_FIELDS", "PlannedOp", "ViewPlanner", "device_chain", "plan_layout", "plan_views"]
+__all__ = ["OP_FIELDS", "PlannedOp", "ViewPlanner", "device_chain", "plan_layout", "plan_views", "render_plan"]
 
 #: The parameter fields each device-capable op writes, in order.
 OP_FIELDS: dict[type, tuple[str, ...]] = {
@@ -89,6 +90,23 @@ class PlannedOp:
             vector[i : i + 7] = (1.0, *params[0], *params[1])
         else:
             vector[i] = 1.0
+
+    def unpack(self, vector: np.ndarray) -> Any:
+        """The op's parameters as its ``apply`` takes them (``None`` = did not fire): :meth:`draw` inverted."""
+        kind, v = self._kind, vector[self.offset : self.offset + len(self.fields)]  # type: ignore[attr-defined]
+        if kind == "crop":
+            return CropBox(*(int(t) for t in v))
+        if v[0] == 0.0:
+            return None
+        if kind == "jitter":
+            return ColorJitterParams(tuple(int(t) for t in v[1:5]), *(None if np.isnan(f) else float(f) for f in v[5:]))
+        if kind == "blur":
+            return float(v[1])
+        if kind == "rotate":
+            return int(v[1])
+        if kind == "hed":
+            return tuple(float(t) for t in v[1:4]), tuple(float(t) for t in v[4:7])
+        return True
 
 
 def _fields(op: PatchTransform) -> tuple[str, ...]:
@@ -167,10 +185,10 @@ class ViewPlanner:
         return {key: layout for key, layout, _ in self._entries}  # type: ignore[attr-defined]
 
     def plan(self, height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """One float32 vector per view copy of a ``height``×``width`` patch (see :func:`plan_views`)."""
+        """One float64 vector per view copy of a ``height``×``width`` patch (see :func:`plan_views`)."""
         out: dict[str, np.ndarray] = {}
         for key, layout, size in self._entries:  # type: ignore[attr-defined]
-            vector = np.empty(size, dtype=np.float32)
+            vector = np.empty(size, dtype=np.float64)
             for planned in layout:
                 planned.draw(vector, rng, height, width)
             out[key] = vector
@@ -187,7 +205,8 @@ def plan_views(views: Sequence[ViewConfig], height: int, width: int, rng: np.ran
     Returns
     -------
     dict of str to np.ndarray
-        ``{"global_0": float32 vector, ...}`` laid out by :func:`plan_layout`.
+        ``{"global_0": float64 vector, ...}`` laid out by :func:`plan_layout`; float64 holds every
+        drawn value exactly, so :func:`render_plan` reproduces :func:`~wsistream.views.render_views`.
 
     Raises
     ------
@@ -195,3 +214,24 @@ def plan_views(views: Sequence[ViewConfig], height: int, width: int, rng: np.ran
         If a view holds an op the device cannot replay, or has ``mpp_override``.
     """
     return ViewPlanner(views).plan(height, width, rng)
+
+
+def render_plan(
+    image: np.ndarray, views: Sequence[ViewConfig] | ViewPlanner, plans: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Render planned views on the CPU: exactly what :func:`~wsistream.views.render_views` makes from the same draws.
+
+    For previews and checks of ``view_rendering="device"`` streams (the GPU path is
+    :class:`wsistream.torch.DeviceViews`).
+    """
+    planner = views if isinstance(views, ViewPlanner) else ViewPlanner(views)
+    out: dict[str, np.ndarray] = {}
+    for key, layout in planner.layouts.items():
+        x = image
+        for planned in layout:
+            params = planned.unpack(plans[key])
+            if params is not None:
+                x = planned.op.apply(x, params)  # type: ignore[attr-defined]
+        x = np.ascontiguousarray(x)
+        out[key] = x.copy() if np.may_share_memory(x, image) else x
+    return out
