@@ -104,13 +104,16 @@ def resample(x: torch.Tensor, matrices: torch.Tensor, axis: int) -> torch.Tensor
     k = max(1, int((matrices != 0).sum(dim=-1).max()))
     _, index = (matrices != 0).to(torch.float32).topk(k, dim=-1)
     weight = matrices.gather(-1, index)
-    if axis == 3:
-        rows = x.shape[2]
-        taps = x.gather(3, index.view(n, 1, 1, out_size * k).expand(n, c, rows, -1))
-        return (taps.view(n, c, rows, out_size, k) * weight.view(n, 1, 1, out_size, k)).sum(-1)
-    cols = x.shape[3]
-    taps = x.gather(2, index.view(n, 1, out_size * k, 1).expand(n, c, -1, cols))
-    return (taps.view(n, c, out_size, k, cols) * weight.view(n, 1, out_size, k, 1)).sum(3)
+    out = None
+    for tap in range(k):  # one tap at a time: peak memory of one output, not k of them
+        if axis == 3:
+            taps = x.gather(3, index[:, :, tap].view(n, 1, 1, out_size).expand(n, c, x.shape[2], -1))
+            term = taps * weight[:, :, tap].view(n, 1, 1, out_size)
+        else:
+            taps = x.gather(2, index[:, :, tap].view(n, 1, out_size, 1).expand(n, c, -1, x.shape[3]))
+            term = taps * weight[:, :, tap].view(n, 1, out_size, 1)
+        out = term if out is None else out + term
+    return out
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
