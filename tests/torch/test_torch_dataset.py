@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
-from torch_helpers import digest, grid_pipeline, random_pipeline, tile_keys
+from torch_helpers import digest, grid_pipeline, random_pipeline, small_views, tile_keys
 
 from wsistream.errors import NoUsableSlidesError
 from wsistream.torch import MonitoredLoader, WsiStreamDataset, make_loader
@@ -71,8 +71,11 @@ def test_cycling_stream_is_endless_and_per_worker_deterministic(cohort):
     assert [digest(next(it2)) for _ in range(12)] == first
 
 
-def test_fork_and_spawn_give_identical_batches(cohort):
-    factory = functools.partial(grid_pipeline, cohort[:4])  # picklable factory
+@pytest.mark.parametrize("rendering", [None, "device"])
+def test_fork_and_spawn_give_identical_batches(cohort, rendering):
+    # picklable factory; "device": the workers draw view plans, which must not depend on the start method
+    extra = {} if rendering is None else {"views": small_views(), "view_rendering": rendering}
+    factory = functools.partial(grid_pipeline, cohort[:4], **extra)
     runs = {}
     for method in ("fork", "spawn"):
         loader = make_loader(WsiStreamDataset(factory), batch_size=8, num_workers=2, multiprocessing_context=method)
