@@ -1,0 +1,36 @@
+"""``wsistream bench --quick``: every row of the throughput issue is produced, in one JSON (numbers not judged)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from wsistream.cli.main import app
+
+
+def test_quick_bench_writes_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--no-loader", "--cache-dir", str(tmp_path / "slides"), "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    rows = {(r["workload"], r["row"]): r for r in result["rows"]}
+    pool = "20x pool (8 slides)"
+    for name in (
+        "decode ceiling",
+        "raw read_region loop",
+        "ours phikon-v2 (opening included)",
+        "ours phikon-v2 + 2 global/8 local views",
+        "ours + the same views planned, rendered on device",
+        "time to first patch (8-slide pool)",
+        "per-slide open cost (mean)",
+    ):
+        assert rows[(pool, name)]["value"] > 0, name
+    assert rows[(pool, "decode ceiling")]["tiles_per_patch"] > 1
+    assert rows[(pool, "ours + the same views planned, rendered on device")]["views_overhead"] > -1
+    assert rows[("40x slide, 0.5 µm/px", "raw read_region(444)+resize loop")]["value"] > 0
+    assert rows[("GPFM 512 px level 0", "ours gpfm (CLAM TCGA, opening included)")]["vs_raw"] > 0
+    assert any(r["row"].startswith("DeviceViews replay on cpu") and r["unit"] == "ms/patch" for r in result["rows"])
+    assert result["repeats"] == 1 and result["quick"] is True
+    assert "decode ceiling" in res.output and "JSON:" in res.output
