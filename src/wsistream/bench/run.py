@@ -138,43 +138,13 @@ def run_bench(
     return result
 
 
-def _device_views_rows(make: Any, n: int = 32) -> list[dict[str, Any]]:
-    """What ``DeviceViews`` costs to replay the plans here (CPU torch when no GPU; empty without torch)."""
+def _device_views_rows(make: Any) -> list[dict[str, Any]]:
+    """DeviceViews cost and parity rows (empty when the torch extra is missing)."""
     try:
-        import torch
-
-        from wsistream.torch import DeviceViews
+        from wsistream.bench.device_views import device_views_rows
     except ImportError:
         return []
-    import itertools
-
-    import numpy as np
-
-    pipeline = make()
-    stream = iter(pipeline)
-    results = list(itertools.islice(stream, n))
-    stream.close()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    images = torch.from_numpy(np.stack([r.image for r in results])).permute(0, 3, 1, 2).contiguous().to(device)
-    keys = results[0].view_plans
-    plans = {k: torch.from_numpy(np.stack([r.view_plans[k] for r in results])).to(device) for k in keys}
-    render = DeviceViews(pipeline.views)
-    render(images, plans)  # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    render(images, plans)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    per_patch = (time.perf_counter() - t0) / len(results)
-    return [
-        {
-            "workload": "20x pool (8 slides)",
-            "row": f"DeviceViews replay on {device} (torch, batch {len(results)})",
-            "value": round(per_patch * 1e3, 3),
-            "unit": "ms/patch",
-        }
-    ]
+    return device_views_rows(make)
 
 
 def _loader_rows(pool: list[str]) -> list[dict[str, Any]]:
@@ -191,7 +161,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{'workload':24s} {'row':45s} {'value':>10s} {'unit':10s} ratios"]
     for r in result["rows"]:
         ratios = ", ".join(
-            f"{k}={v:.2f}"
+            f"{k}={v:.3g}"
             for k, v in r.items()
             if k not in ("workload", "row", "value", "unit") and isinstance(v, float)
         )
