@@ -147,15 +147,18 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _rgb_to_hsv8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """OpenCV's integer ``RGB2HSV_FULL`` (H in 1/256 turns, S and V in 0..255)."""
-    xi = x.to(torch.int64)
+    """OpenCV's integer ``RGB2HSV_FULL`` (H in 1/256 turns, S and V in 0..255).
+
+    int32 suffices (largest product 1020 * 174763 < 2**31) and halves the traffic of int64 on a GPU.
+    """
+    xi = x.to(torch.int32)
     r, g, b = xi[:, 0], xi[:, 1], xi[:, 2]
     v = torch.maximum(torch.maximum(r, g), b)
     diff = v - torch.minimum(torch.minimum(r, g), b)
-    sdiv = torch.where(v > 0, torch.round(255 * 4096 / v.clamp(min=1).double()).long(), torch.zeros_like(v))
+    sdiv = torch.where(v > 0, torch.round(255 * 4096 / v.clamp(min=1).double()).int(), torch.zeros_like(v))
     s = (diff * sdiv + 2048) >> 12
     h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
-    hdiv = torch.where(diff > 0, torch.round(256 * 4096 / (6 * diff.clamp(min=1)).double()).long(), torch.zeros_like(v))
+    hdiv = torch.where(diff > 0, torch.round(256 * 4096 / (6 * diff.clamp(min=1)).double()).int(), torch.zeros_like(v))
     h = (h * hdiv + 2048) >> 12
     h = torch.where(h < 0, h + 256, h).clamp(0, 255)
     return h, s, v
@@ -186,7 +189,7 @@ def _hsv8_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Ten
 def adjust_hue(x: torch.Tensor, shift_turns: torch.Tensor) -> torch.Tensor:
     """Rotate H of OpenCV's 8-bit full-range HSV by ``round(shift * 256)`` units, wrapping."""
     h, s, v = _rgb_to_hsv8(x)
-    units = torch.round(shift_turns.view(-1, 1, 1).to(torch.float64) * 256).to(torch.int64)
+    units = torch.round(shift_turns.view(-1, 1, 1).to(torch.float64) * 256).to(torch.int32)
     h = torch.remainder(h + units, 256)
     return _hsv8_to_rgb(h, s, v).to(x.dtype)
 
