@@ -36,3 +36,16 @@ def test_quick_bench_writes_every_row(tmp_path):
     assert parity["value"] <= 3 and parity["fraction_differing"] < 0.001  # the GPU path's numerics, checked
     assert result["repeats"] == 1 and result["quick"] is True
     assert "decode ceiling" in res.output and "JSON:" in res.output
+
+
+def test_table_compares_with_an_earlier_run():
+    from wsistream.bench import format_table
+
+    row = {"workload": "w", "row": "ours", "unit": "patches/s", "vs_raw": 1.25}
+    now = {"rows": [{**row, "value": 300.0}, {**row, "row": "new row", "value": 1.0}]}
+    then = {"rows": [{**row, "value": 200.0}]}
+    lines = format_table(now, then).splitlines()
+    assert "baseline" in lines[0] and "now/then" in lines[0]
+    assert "200.00" in lines[1] and "1.50" in lines[1] and "vs_raw=1.25" in lines[1]
+    assert "—" in lines[2]  # a row the baseline did not have
+    assert "baseline" not in format_table(now).splitlines()[0]

@@ -156,14 +156,24 @@ def _loader_rows(pool: list[str]) -> list[dict[str, Any]]:
     return loader_scaling(pool)
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of the rows with their ratios."""
-    lines = [f"{'workload':24s} {'row':45s} {'value':>10s} {'unit':10s} ratios"]
+def format_table(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """A plain-text table of the rows with their ratios.
+
+    With ``baseline`` (an earlier run's JSON), each row also shows its value there and the ratio now / then,
+    so runs on the same machine can be compared row by row.
+    """
+    before = {(r["workload"], r["row"]): r["value"] for r in (baseline or {}).get("rows", [])}
+    header = f"{'workload':24s} {'row':52s} {'value':>10s} {'unit':12s}"
+    lines = [header + (f" {'baseline':>10s} {'now/then':>8s}" if baseline else "") + " ratios"]
     for r in result["rows"]:
         ratios = ", ".join(
             f"{k}={v:.3g}"
             for k, v in r.items()
             if k not in ("workload", "row", "value", "unit") and isinstance(v, float)
         )
-        lines.append(f"{r['workload']:24s} {r['row']:45s} {r['value']:10.2f} {r['unit']:10s} {ratios}")
+        line = f"{r['workload']:24s} {r['row']:52s} {r['value']:10.2f} {r['unit']:12s}"
+        if baseline:
+            old = before.get((r["workload"], r["row"]))
+            line += f" {old:10.2f} {r['value'] / old:8.2f}" if old else f" {'—':>10s} {'':8s}"
+        lines.append(f"{line} {ratios}")
     return "\n".join(lines)

@@ -116,12 +116,21 @@ def bench(
     repeats: int = typer.Option(
         None, help="Interleaved runs of the 20x-pool rows, the best kept (default 3; 1 with --quick)."
     ),
+    compare: Path = typer.Option(None, help="An earlier run's JSON: print its values and now/then per row."),
 ) -> None:
     """Decode ceiling, raw OpenSlide loop and our pipeline, side by side on the same slides."""
+    import json
+
     from wsistream.bench import format_table, run_bench
 
+    baseline = None
+    if compare is not None:
+        try:
+            baseline = json.loads(compare.read_text())
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"--compare {compare}: not a readable bench JSON ({exc})") from exc
     result = run_bench(cache_dir, out, quick=quick, loader=loader, repeats=repeats)
-    typer.echo(format_table(result))
+    typer.echo(format_table(result, baseline))
     typer.echo(f"\nJSON: {out}")
 
 
