@@ -164,7 +164,10 @@ def _on_rows(
     return x.index_copy(0, rows, fn(x[rows], rows))
 
 
-def _crop(op: Crop, x: torch.Tensor, top, left, height, width) -> torch.Tensor:
+def _crop(
+    op: Crop, x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor, width: torch.Tensor
+) -> torch.Tensor:
+    """Cut each row's box and resize it to ``op.size`` as :meth:`Crop.apply` (area when it shrinks both axes)."""
     size = int(op.size)
     use_area = (height >= size) & (width >= size) if op.antialias else torch.zeros_like(height, dtype=torch.bool)
     rows = ops.resample_matrices(top, height, size, x.shape[2], op.interpolation, use_area)
