@@ -41,6 +41,7 @@ def run_bench(
 
     ``repeats`` (default 3, 1 with ``quick``) interleaved runs of the 20x-pool rows; each row keeps its best.
     """
+    n_repeats = repeats if repeats is not None else (1 if quick else 3)
     t_setup = time.perf_counter()
     slides = bench_slides(cache_dir, quick=quick)
     setup_s = time.perf_counter() - t_setup
@@ -64,7 +65,7 @@ def run_bench(
     }
     best: dict[str, tuple[float, float]] = {}
     ceiling_tiles, raw = (0.0, 0.0), 0.0
-    for _ in range(repeats if repeats is not None else (1 if quick else 3)):
+    for _ in range(n_repeats):
         ceiling_tiles = max(ceiling_tiles, decode_ceiling(work))
         raw = max(raw, raw_openslide_loop(work))
         for name, make in variants.items():
@@ -127,7 +128,7 @@ def run_bench(
             "python": platform.python_version(),
         },
         "quick": quick,
-        "repeats": repeats if repeats is not None else (1 if quick else 3),
+        "repeats": n_repeats,
         "slides": {"40x": slides.slide_40x, "20x": slides.slide_20x, "pool": slides.pool_20x},
         "slide_setup_s": round(setup_s, 1),
         "rows": rows,
