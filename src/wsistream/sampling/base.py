@@ -92,6 +92,12 @@ class PatchSampler(ABC):
         """Yield positions; raise :class:`~wsistream.errors.NoTissueError` when none can qualify."""
 
 
+def check_num_patches(num_patches: int) -> None:
+    """``num_patches`` is a positive count or -1 (endless)."""
+    if num_patches == 0 or num_patches < -1:
+        raise ValueError(f"num_patches must be >= 1, or -1 for endless, got {num_patches}")
+
+
 def validate_common(
     patch_size: int,
     level: int | None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, validate_common
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, check_num_patches, validate_common
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan, plan_read
 from wsistream.sampling.random import WindowDraw
 from wsistream.tissue.base import TissueMask
@@ -66,8 +66,7 @@ class MultiMagnificationSampler(PatchSampler):
             if w.shape != (len(mpps),) or (w < 0).any() or w.sum() <= 0:
                 raise ValueError(f"weights={self.weights!r}; pass {len(mpps)} non-negative numbers with a positive sum")
             object.__setattr__(self, "weights", tuple(float(x) for x in w / w.sum()))
-        if self.num_patches == 0 or self.num_patches < -1:
-            raise ValueError(f"num_patches must be >= 1, or -1 for endless, got {self.num_patches}")
+        check_num_patches(self.num_patches)
 
     @property
     def level(self) -> None:  # type: ignore[override]
@@ -139,8 +138,7 @@ class ContinuousMagnificationSampler(PatchSampler):
         if not 0 < lo <= hi:
             raise ValueError(f"mpp_range={self.mpp_range!r}; pass (low, high) with 0 < low <= high, e.g. (0.25, 2.0)")
         validate_common(self.patch_size, None, lo, self.tissue_threshold, self.mpp_tolerance, self.tissue_criterion)
-        if self.num_patches == 0 or self.num_patches < -1:
-            raise ValueError(f"num_patches must be >= 1, or -1 for endless, got {self.num_patches}")
+        check_num_patches(self.num_patches)
 
     @property
     def level(self) -> None:  # type: ignore[override]

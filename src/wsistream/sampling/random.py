@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsistream.errors import NoTissueError, SamplingExhaustedError
-from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, fitting_windows
+from wsistream.sampling.base import PatchSampler, Position, TissueCriterion, check_num_patches, fitting_windows
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, ReadPlan
 from wsistream.tissue.base import TissueMask
 from wsistream.types import SlideProperties
@@ -97,8 +97,7 @@ class RandomSampler(PatchSampler):
 
     def __post_init__(self) -> None:
         self.validate()
-        if self.num_patches == 0 or self.num_patches < -1:
-            raise ValueError(f"num_patches must be >= 1, or -1 for endless, got {self.num_patches}")
+        check_num_patches(self.num_patches)
         if self.max_retries < 1:
             raise ValueError(f"max_retries must be >= 1, got {self.max_retries}")
 
