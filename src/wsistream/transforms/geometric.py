@@ -9,6 +9,7 @@ arrays (OpenCV); rotations return numpy views, which
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -19,8 +20,27 @@ __all__ = ["RandomHorizontalFlip", "RandomRotate90", "RandomVerticalFlip"]
 
 
 @dataclass(frozen=True)
-class RandomHorizontalFlip(RandomTransform):
-    """Mirror left-right with probability ``p``.
+class _RandomFlip(RandomTransform):
+    """A mirror about one axis with probability ``p``; subclasses name the axis (OpenCV's flip code)."""
+
+    p: float = 0.5
+    _flip_code: ClassVar[int]
+
+    def __post_init__(self) -> None:
+        check_probability(self.p)
+
+    def sample_params(self, rng: np.random.Generator) -> bool:
+        """Nothing to draw: a fired flip is always the same flip."""
+        return True
+
+    def apply(self, image: np.ndarray, params: bool) -> np.ndarray:
+        """Flip along this class's axis."""
+        return cv2.flip(cv_compatible(image), self._flip_code)
+
+
+@dataclass(frozen=True)
+class RandomHorizontalFlip(_RandomFlip):
+    """Mirror left-right (along the width axis) with probability ``p``.
 
     Parameters
     ----------
@@ -30,36 +50,14 @@ class RandomHorizontalFlip(RandomTransform):
         (``dinov2/data/augmentations.py``, ``RandomHorizontalFlip(p=0.5)``).
     """
 
-    p: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_probability(self.p)
-
-    def sample_params(self, rng: np.random.Generator) -> bool:
-        """Nothing to draw: a fired flip is always the same flip."""
-        return True
-
-    def apply(self, image: np.ndarray, params: bool) -> np.ndarray:
-        """Flip along the width axis."""
-        return cv2.flip(cv_compatible(image), 1)
+    _flip_code = 1
 
 
 @dataclass(frozen=True)
-class RandomVerticalFlip(RandomTransform):
-    """Mirror top-bottom with probability ``p`` (default 0.5, as torchvision)."""
+class RandomVerticalFlip(_RandomFlip):
+    """Mirror top-bottom (along the height axis) with probability ``p`` (default 0.5, as torchvision)."""
 
-    p: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_probability(self.p)
-
-    def sample_params(self, rng: np.random.Generator) -> bool:
-        """Nothing to draw: a fired flip is always the same flip."""
-        return True
-
-    def apply(self, image: np.ndarray, params: bool) -> np.ndarray:
-        """Flip along the height axis."""
-        return cv2.flip(cv_compatible(image), 0)
+    _flip_code = 0
 
 
 @dataclass(frozen=True)
