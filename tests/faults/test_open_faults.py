@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,55 +83,50 @@ print(json.dumps({
 """
 
 
-def _stream_as(slides: list[str], user: int | None) -> dict:
-    """Stream in a child process (as ``user`` when given): the grid run, as JSON."""
+#: The capabilities that let root read a mode-000 file; without them root is an ordinary owner.
+_DAC_CAPS = "-dac_override,-dac_read_search"
+
+
+def _stream_as(slides: list[str], drop_root_overrides: bool) -> dict:
+    """Stream in a child process: the grid run, as JSON.
+
+    With ``drop_root_overrides`` the child keeps our uid (so it reaches the
+    checkout, the virtualenv and the slides wherever they lie, private home
+    folders included) but loses ``CAP_DAC_OVERRIDE``/``CAP_DAC_READ_SEARCH``
+    from its bounding set, so file modes apply to it as to any owner.
+    """
     args = [sys.executable, "-c", _CHILD, str(Path(__file__).parent), json.dumps(slides)]
-    extra: dict = {}
-    if user is not None and shutil.which("setpriv"):
-        args = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *args]
-    elif user is not None:
-        extra = {"user": user, "group": user, "extra_groups": []}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=50, cwd="/", check=False, **extra)
+    if drop_root_overrides:
+        args = ["setpriv", f"--bounding-set={_DAC_CAPS}", f"--inh-caps={_DAC_CAPS}", *args]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=50, cwd="/", check=False)
+    if drop_root_overrides and proc.returncode != 0 and "setpriv" in proc.stderr:
+        pytest.skip(f"running as root and setpriv cannot drop CAP_DAC_OVERRIDE here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
-def denied_run(good_slides):
-    """Slides plus one mode-000 file, streamed by a user the mode applies to.
+def denied_run(good_slides, tmp_path_factory):
+    """Slides plus one mode-000 file, streamed by a process the mode applies to.
 
     root reads a mode-000 file anyway, so as root the stream runs in a child
-    process as ``nobody`` (uid 65534), on copies in a world-readable folder.
+    process without root's file-permission overrides (see ``_stream_as``); as
+    any other user the mode applies already.  Nothing depends on who else can
+    traverse the folders above the checkout.
     """
-    folder = Path(tempfile.mkdtemp(prefix="wsistream-perm-"))
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv (util-linux) is not installed: a mode-000 file stays readable")
+    denied = tmp_path_factory.mktemp("denied") / "denied.svs"
+    shutil.copy(good_slides[0], denied)
+    denied.chmod(0o000)
     try:
-        folder.chmod(0o755)
-        good = []
-        for src in good_slides:
-            dst = folder / Path(src).name
-            shutil.copy(src, dst)
-            dst.chmod(0o644)
-            good.append(str(dst))
-        denied = folder / "denied.svs"
-        shutil.copy(good_slides[0], denied)
-        denied.chmod(0o000)
-        user = None
-        if os.geteuid() == 0:
-            if not hasattr(os, "setuid"):
-                pytest.skip("running as root without setuid: a mode-000 file stays readable")
-            user = 65534
-        try:
-            got = _stream_as([good[0], str(denied), *good[1:]], user)
-        except (PermissionError, OSError) as exc:
-            pytest.skip(f"running as root and cannot drop privileges to test mode 000 ({exc})")
-        if got["readable"][str(denied)]:
-            pytest.skip("the mode-000 file is readable by the test user (capabilities?): nothing to test")
-        ref = _stream_as(good, None)
-        yield got, ref, good, str(denied)
+        got = _stream_as([good_slides[0], str(denied), *good_slides[1:]], as_root)
+        assert not got["readable"][str(denied)], "the child could read a mode-000 file: the test would prove nothing"
+        ref = _stream_as(list(good_slides), False)
+        yield got, ref, list(good_slides), str(denied)
     finally:
-        for p in folder.iterdir():
-            p.chmod(0o644)
-        shutil.rmtree(folder, ignore_errors=True)
+        denied.chmod(0o644)
 
 
 @pytest.mark.timeout(60)
