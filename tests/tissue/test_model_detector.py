@@ -286,3 +286,21 @@ def test_whole_model_archives_with_softmax_dict_head(weights, tmp_path):
 def test_bad_configuration_raises_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelTissueDetector(**kwargs)
+
+
+def test_combined_detector_runs_a_model_member_at_its_mpp_with_its_cache(weights, written_20x, tmp_path):
+    """Inside CombinedTissueDetector the model still reads at input_mpp and caches on disk."""
+    from wsistream.tissue import CombinedTissueDetector
+
+    model = ModelTissueDetector(PixelNet, weights=weights, input_mpp=4.0, tile_size=128, cache_dir=tmp_path)
+    combined = CombinedTissueDetector([OtsuTissueDetector(), model], mode="and")
+    got = _detect(combined, written_20x)
+    alone = _detect(model, written_20x)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".npz"]  # the member's disk cache was used
+    otsu = _detect(OtsuTissueDetector(), written_20x)
+    finest = min((otsu, alone), key=lambda m: m.downsample_x)
+    assert got.mask.shape == finest.mask.shape and got.downsample_x == finest.downsample_x
+    assert got.mask.sum() <= finest.mask.sum()  # an intersection
+    assert _iou(got.mask, finest.mask) > 0.7
+    union = _detect(CombinedTissueDetector([OtsuTissueDetector(), model], mode="or"), written_20x)
+    assert union.mask.sum() >= finest.mask.sum() and (union.mask | got.mask).sum() == union.mask.sum()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 import torch
 from torch_helpers import digest, grid_pipeline, random_pipeline, small_views, tile_keys
 
 from wsistream.errors import NoUsableSlidesError
+from wsistream.tissue import OtsuTissueDetector
 from wsistream.torch import MonitoredLoader, WsiStreamDataset, make_loader
 
 
@@ -132,3 +134,34 @@ def test_in_process_loader_and_plain_dataloader(cohort):
     assert in_process == plain
     batch = next(iter(make_loader(ds, batch_size=8)))
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (8, 3, 32, 32)
+
+
+@dataclass(frozen=True)
+class _CountingOtsu(OtsuTissueDetector):
+    """Otsu that counts the slides it segments in this process (instrumentation around the real detector)."""
+
+    def detect_slide(self, handle, props, max_side):
+        _SEGMENTED.append(props.slide_path)
+        return super().detect_slide(handle, props, max_side)
+
+
+_SEGMENTED: list[str] = []
+
+
+def test_masks_are_computed_once_per_process_across_passes_and_epochs(cohort):
+    """The per-pass pipeline copies share the process's mask cache: epoch 2 segments nothing."""
+    slides = cohort[:3]
+    ds = WsiStreamDataset(grid_pipeline(slides, tissue_detector=_CountingOtsu(), tissue_mask_cache_size=8))
+    _SEGMENTED.clear()
+    epochs = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        epochs.append(sum(1 for _ in ds))
+    assert epochs[0] == epochs[1] > 0
+    assert sorted(_SEGMENTED) == sorted(slides)  # once each, in epoch 0 only
+    _SEGMENTED.clear()
+    ds_off = WsiStreamDataset(grid_pipeline(slides, tissue_detector=_CountingOtsu(), tissue_mask_cache_size=0))
+    for epoch in range(2):
+        ds_off.set_epoch(epoch)
+        assert sum(1 for _ in ds_off) == epochs[0]
+    assert sorted(_SEGMENTED) == sorted(slides * 2)  # cache disabled: every epoch segments again

@@ -1,7 +1,16 @@
-"""A small LRU of tissue masks, keyed by slide and detection config."""
+"""Tissue masks kept per process: an LRU keyed by slide file, detection config and overview size.
+
+One store per process (per capacity), shared by every :class:`PatchPipeline`
+built in it, so the copies that ``WsiStreamDataset`` derives for each pass and
+epoch (``dataclasses.replace``) reuse the masks of the passes before instead
+of segmenting every slide again; with ``persistent_workers=True`` that holds
+across epochs too. A key includes the file's size and modification time, so a
+slide rewritten in place is segmented anew.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Hashable
 
@@ -35,3 +44,24 @@ class MaskCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+_PROCESS_CACHES: dict[int, MaskCache] = {}
+
+
+def process_mask_cache(capacity: int) -> MaskCache:
+    """The mask store of ``capacity`` masks shared in this process (a fresh, disabled one for 0)."""
+    if capacity == 0:
+        return MaskCache(0)
+    if capacity not in _PROCESS_CACHES:
+        _PROCESS_CACHES[capacity] = MaskCache(capacity)
+    return _PROCESS_CACHES[capacity]
+
+
+def file_version(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a local file, ``None`` where it cannot be stat'ed (a URL, a vanished file)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns

@@ -17,7 +17,7 @@ from wsistream.backends.base import SlideBackend, SlideHandle
 from wsistream.backends.openslide import OpenSlideBackend
 from wsistream.pipeline._views import prepare_views
 from wsistream.pipeline.adapters import DatasetAdapter, PatchFilter
-from wsistream.pipeline.cache import MaskCache
+from wsistream.pipeline.cache import file_version, process_mask_cache
 from wsistream.pipeline.failures import append_failure, read_failure_log
 from wsistream.pipeline.mpp import MppPolicy
 from wsistream.pipeline.paths import resolve_slide_paths
@@ -105,7 +105,9 @@ class PatchPipeline:
         cell is then 16 level-0 px there, 1/14 of a 224-px patch at 0.5 µm/px
         (CLAM segments at a downsample of ~64).
     tissue_mask_cache_size : int
-        Masks kept in an LRU (per process) for slides that are reopened. Default 16.
+        Masks kept in an LRU shared by the pipelines of this process (the per-pass
+        copies ``WsiStreamDataset`` makes included) for slides that are reopened;
+        0 disables it. Default 16.
     pool_size : int
         Slides open at once. Default 8.
     patches_per_slide : int
@@ -198,7 +200,7 @@ class PatchPipeline:
         if not self.slide_list:
             raise ValueError(f"slide_paths={self.slide_paths!r} contains no slide; pass files, a folder or a glob")
         self._views, self._planner = prepare_views(self.views, self.view_rendering, self.sampler.patch_size)
-        self._mask_cache = MaskCache(self.tissue_mask_cache_size)
+        self._mask_cache = process_mask_cache(self.tissue_mask_cache_size)
         self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
         #: The seed actually used (drawn once when ``seed=None``).
         self.seed_used = int(self.seed) if self.seed is not None else fresh_seed()
@@ -262,7 +264,7 @@ class PatchPipeline:
     # -- used by PatchStream -------------------------------------------------------
     def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:
         """The slide's mask, from the LRU or computed from the overview."""
-        key = (props.slide_path, repr(self.tissue_detector), self.max_overview_side)
+        key = (props.slide_path, file_version(props.slide_path), repr(self.tissue_detector), self.max_overview_side)
         mask = self._mask_cache.get(key)
         if mask is None:
             mask = self.tissue_detector.detect_slide(handle, props, self.max_overview_side)
