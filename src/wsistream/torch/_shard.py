@@ -5,19 +5,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wsistream.errors import NoUsableSlidesError, WsiStreamError
 from wsistream.pipeline import PatchPipeline, PatchStream
-from wsistream.torch.sharding import shard_indices, shard_seed
+from wsistream.torch.sharding import PartitionPolicy, shard_indices, shard_seed
 from wsistream.types import FailureRecord, PatchResult
 
-if TYPE_CHECKING:
-    from wsistream.torch.dataset import WsiStreamDataset
-
 logger = logging.getLogger("wsistream")
+
+#: Version tag of the worker states :class:`ShardIterator` saves (checked on resume).
+STATE_FORMAT = "wsistream.torch/1"
 
 _STAT_KEYS = ("slides_opened", "slides_failed", "read_errors", "patches_filtered")
 
@@ -107,6 +107,55 @@ class StreamItem:
     patch_size: int
 
 
+@dataclass(frozen=True)
+class ShardSpec:
+    """What every shard of one dataset shares: fixed when the dataset is built, sent to each worker.
+
+    Attributes
+    ----------
+    slides : tuple of str
+        The dataset's slides, in order (a shard streams a subset by index).
+    seed : int
+        The pipeline's seed (mixed with shard, epoch and pass).
+    fingerprint : str
+        Digest of ``slides``: a checkpoint must have been saved over the same list.
+    rank, world_size : int
+        This process's rank and the number of ranks.
+    partition : {"strided", "contiguous"}
+        How slide indices are split over shards.
+    shuffle_partition : bool
+        Reshuffle the split every epoch (the pipeline's ``slide_sampling="random"``).
+    cycle : bool
+        The pipeline cycles (an endless pass).
+    patch_size : int
+        Side of the patches (a batch of failure notices alone still has a shape).
+    patches_per_rank : int or None
+        Equal-length policy: patches each rank yields per epoch.
+    """
+
+    slides: tuple[str, ...]
+    seed: int
+    fingerprint: str
+    rank: int
+    world_size: int
+    partition: PartitionPolicy
+    shuffle_partition: bool
+    cycle: bool
+    patch_size: int
+    patches_per_rank: int | None
+
+    def check_state(self, state: Mapping[str, Any], shard: int, n_shards: int) -> None:
+        """Raise ``ValueError`` unless ``state`` was saved by shard ``shard`` of ``n_shards`` of this dataset."""
+        expected = {"shard": shard, "n_shards": n_shards, "seed": self.seed, "slides": self.fingerprint}
+        for key, value in expected.items():
+            if state.get(key) != value:
+                raise ValueError(
+                    f"checkpoint does not match this loader: {key}={state.get(key)!r} in the checkpoint, "
+                    f"{value!r} here; resume with the same slides, seed, world_size and num_workers "
+                    f"(checkpoint: {state.get('n_shards')} shards = ranks × workers)"
+                )
+
+
 def rss_bytes() -> int:
     """Resident set size of this process in bytes (-1 where ``/proc/self/statm`` is missing)."""
     try:
@@ -119,19 +168,26 @@ def rss_bytes() -> int:
 class ShardIterator(Iterator[StreamItem]):
     """Iterator over one shard's items for one epoch; ``snapshot()`` is its resumable state."""
 
-    def __init__(self, ds: WsiStreamDataset, worker_id: int, num_workers: int, state: dict[str, Any] | None) -> None:
-        from wsistream.torch.dataset import STATE_FORMAT
-
-        self.ds = ds
+    def __init__(
+        self,
+        spec: ShardSpec,
+        template: Callable[[], PatchPipeline],
+        epoch: int,
+        worker_id: int,
+        num_workers: int,
+        state: dict[str, Any] | None,
+    ) -> None:
+        self.spec = spec
+        self._template = template
         self.format = STATE_FORMAT
         self.worker_id = worker_id
-        self.shard = ds.rank * num_workers + worker_id
-        self.n_shards = ds.world_size * num_workers
+        self.shard = spec.rank * num_workers + worker_id
+        self.n_shards = spec.world_size * num_workers
         self.quota: int | None = None
-        if ds.patches_per_rank is not None:
-            n = ds.patches_per_rank
+        if spec.patches_per_rank is not None:
+            n = spec.patches_per_rank
             self.quota = n // num_workers + (1 if worker_id < n % num_workers else 0)
-        self.epoch = ds.epoch
+        self.epoch = epoch
         self.pass_no = 0
         self.emitted = 0  # items of this epoch
         self.pass_emitted = 0
@@ -141,20 +197,20 @@ class ShardIterator(Iterator[StreamItem]):
         if state is not None:
             self._restore(state)
         self.indices = shard_indices(
-            len(ds.slides),
+            len(spec.slides),
             self.shard,
             self.n_shards,
-            policy=ds.partition,
-            seed=(ds.seed, self.epoch) if ds.shuffle_partition else None,
+            policy=spec.partition,
+            seed=(spec.seed, self.epoch) if spec.shuffle_partition else None,
             wrap=self.quota is not None,
         )
-        self._slide_index = {ds.slides[i]: i for i in self.indices}
+        self._slide_index = {spec.slides[i]: i for i in self.indices}
         self._pipeline: PatchPipeline | None = None
         self._stream: PatchStream | None = None
 
     # -- state -------------------------------------------------------------------------
     def _restore(self, state: dict[str, Any]) -> None:
-        self.ds.check_state(state, self.shard, self.n_shards)
+        self.spec.check_state(state, self.shard, self.n_shards)
         self.epoch = int(state["epoch"])
         self.pass_no = int(state["pass"])
         self.emitted = int(state["emitted"])
@@ -170,8 +226,8 @@ class ShardIterator(Iterator[StreamItem]):
             "format": self.format,
             "shard": self.shard,
             "n_shards": self.n_shards,
-            "seed": self.ds.seed,
-            "slides": self.ds.fingerprint,
+            "seed": self.spec.seed,
+            "slides": self.spec.fingerprint,
             "epoch": self.epoch,
             "pass": self.pass_no,
             "emitted": self.emitted,
@@ -190,11 +246,11 @@ class ShardIterator(Iterator[StreamItem]):
 
     # -- passes ------------------------------------------------------------------------
     def _start_pass(self) -> PatchStream:
-        template = self.ds.pipeline_template()
+        template = self._template()
         self._pipeline = dataclasses.replace(
             template,
-            slide_paths=[self.ds.slides[i] for i in self.indices],
-            seed=shard_seed(self.ds.seed, self.shard, self.n_shards, self.epoch, self.pass_no),
+            slide_paths=[self.spec.slides[i] for i in self.indices],
+            seed=shard_seed(self.spec.seed, self.shard, self.n_shards, self.epoch, self.pass_no),
         )
         state, self._stream_state = self._stream_state, None
         self._stream = self._pipeline.resume(state) if state is not None else iter(self._pipeline)
@@ -239,15 +295,15 @@ class ShardIterator(Iterator[StreamItem]):
 
     def _pass_exhausted(self, exc: NoUsableSlidesError | None) -> StreamItem | None:
         """Handle the end of the shard's pipeline: next pass (equal-length policy), notice, or error."""
-        endless = self.quota is not None or self.ds.cycle
+        endless = self.quota is not None or self.spec.cycle
         if endless and (exc is not None or self.pass_emitted == 0):
             failures = exc.failures if exc is not None else list(self._take_failures())
             self._finish()
             if failures:
-                where = f"shard {self.shard} (rank {self.ds.rank}, worker {self.worker_id})"
+                where = f"shard {self.shard} (rank {self.spec.rank}, worker {self.worker_id})"
                 raise ShardUnusableError(failures, where) from exc
             raise RuntimeError(
-                f"shard {self.shard} (rank {self.ds.rank}, worker {self.worker_id}) produced no patch in a "
+                f"shard {self.shard} (rank {self.spec.rank}, worker {self.worker_id}) produced no patch in a "
                 "whole pass over its slides and recorded no failure (are they all quarantined by "
                 "skip_known_failures, or does patch_filter reject everything?)"
             )
@@ -261,7 +317,7 @@ class ShardIterator(Iterator[StreamItem]):
         if not failures:
             return None
         stats = self._worker_stats()
-        return StreamItem(None, self.shard, self.epoch, -1, -1, failures, stats, self.ds.patch_size)
+        return StreamItem(None, self.shard, self.epoch, -1, -1, failures, stats, self.spec.patch_size)
 
     def _finish(self) -> None:
         if self._pipeline is not None:
@@ -280,13 +336,13 @@ class ShardIterator(Iterator[StreamItem]):
         failures = self._take_failures()
         slide_index = self._slide_index.get(result.coordinate.slide_path, -1)
         stats = self._worker_stats()
-        size = self.ds.patch_size
+        size = self.spec.patch_size
         return StreamItem(result, self.shard, self.epoch, index, slide_index, failures, stats, size)
 
     def _worker_stats(self) -> WorkerStats:
         stats = self._current_stats()
         return WorkerStats(
-            rank=self.ds.rank,
+            rank=self.spec.rank,
             worker_id=self.worker_id,
             shard=self.shard,
             pid=os.getpid(),

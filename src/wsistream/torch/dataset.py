@@ -11,15 +11,13 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from wsistream.pipeline import PatchPipeline
-from wsistream.torch._shard import ShardIterator, StreamItem, WorkerStats
+from wsistream.torch._shard import STATE_FORMAT, ShardIterator, ShardSpec, StreamItem, WorkerStats
 from wsistream.torch.sharding import PartitionPolicy, resolve_rank_world, slides_fingerprint
 
 logger = logging.getLogger("wsistream")
 
 #: What :class:`WsiStreamDataset` accepts: a pipeline, or a zero-argument picklable callable returning one.
 PipelineSource = PatchPipeline | Callable[[], PatchPipeline]
-
-STATE_FORMAT = "wsistream.torch/1"
 
 __all__ = ["STATE_FORMAT", "PipelineSource", "StreamItem", "WorkerStats", "WsiStreamDataset"]
 
@@ -101,16 +99,22 @@ class WsiStreamDataset(IterableDataset):
             raise ValueError(f"partition={partition!r}; pass 'strided' or 'contiguous'")
         if patches_per_rank is not None and patches_per_rank < 1:
             raise ValueError(f"patches_per_rank must be >= 1 (None: whole shard), got {patches_per_rank}")
-        self.rank, self.world_size = resolve_rank_world(rank, world_size)
-        self.slides: list[str] = list(template.slide_list)
-        self.seed: int = template.seed_used
-        self.cycle: bool = template.cycle
-        self.patch_size: int = template.sampler.patch_size
-        self.shuffle_partition: bool = template.slide_sampling == "random"
-        self.partition: PartitionPolicy = partition
-        self.patches_per_rank = patches_per_rank
+        rank, world_size = resolve_rank_world(rank, world_size)
+        slides = tuple(template.slide_list)
+        #: What every shard of this dataset shares (sent to each worker).
+        self.spec = ShardSpec(
+            slides=slides,
+            seed=template.seed_used,
+            fingerprint=slides_fingerprint(list(slides)),
+            rank=rank,
+            world_size=world_size,
+            partition=partition,
+            shuffle_partition=template.slide_sampling == "random",
+            cycle=template.cycle,
+            patch_size=template.sampler.patch_size,
+            patches_per_rank=patches_per_rank,
+        )
         self.allow_uneven = allow_uneven
-        self.fingerprint = slides_fingerprint(self.slides)
         if self.world_size > 1 and not self.cycle and patches_per_rank is None and not allow_uneven:
             raise ValueError(
                 f"with cycle=False each of the {self.world_size} ranks ends its epoch after its own slides' "
@@ -125,6 +129,42 @@ class WsiStreamDataset(IterableDataset):
         self._pending: dict[str, Any] | None = None
         self._iter: ShardIterator | None = None
         self._template_cache: PatchPipeline | None = template if self._pipeline is not None else None
+
+    # -- the spec, read-only ---------------------------------------------------------
+    @property
+    def slides(self) -> list[str]:
+        """The dataset's slides, in order."""
+        return list(self.spec.slides)
+
+    @property
+    def seed(self) -> int:
+        """The pipeline's seed."""
+        return self.spec.seed
+
+    @property
+    def rank(self) -> int:
+        """Rank of this process."""
+        return self.spec.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks."""
+        return self.spec.world_size
+
+    @property
+    def cycle(self) -> bool:
+        """Whether the pipeline cycles."""
+        return self.spec.cycle
+
+    @property
+    def patches_per_rank(self) -> int | None:
+        """Patches each rank yields per epoch (equal-length policy), or ``None``."""
+        return self.spec.patches_per_rank
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the slide list that checkpoints are checked against."""
+        return self.spec.fingerprint
 
     # -- configuration -------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -212,7 +252,7 @@ class WsiStreamDataset(IterableDataset):
         state, self._pending = self._pending, None
         if self._iter is not None:
             self._iter.close()
-        self._iter = ShardIterator(self, worker_id, num_workers, state)
+        self._iter = ShardIterator(self.spec, self.pipeline_template, self.epoch, worker_id, num_workers, state)
         return self._iter
 
     # -- StatefulDataLoader protocol -----------------------------------------------
@@ -236,17 +276,6 @@ class WsiStreamDataset(IterableDataset):
         self._pending = None if not state.get("started", True) else dict(state)
         if not state.get("started", True):
             self.set_epoch(int(state["epoch"]))
-
-    def check_state(self, state: Mapping[str, Any], shard: int, n_shards: int) -> None:
-        """Raise ``ValueError`` unless ``state`` was saved by shard ``shard`` of ``n_shards`` of this dataset."""
-        expected = {"shard": shard, "n_shards": n_shards, "seed": self.seed, "slides": self.fingerprint}
-        for key, value in expected.items():
-            if state.get(key) != value:
-                raise ValueError(
-                    f"checkpoint does not match this loader: {key}={state.get(key)!r} in the checkpoint, "
-                    f"{value!r} here; resume with the same slides, seed, world_size and num_workers "
-                    f"(checkpoint: {state.get('n_shards')} shards = ranks × workers)"
-                )
 
     def check_loader_state(self, loader_state: Mapping[str, Any], num_workers: int) -> None:
         """Check a ``StatefulDataLoader.state_dict()`` against this dataset in the main process, before training.
@@ -273,7 +302,7 @@ class WsiStreamDataset(IterableDataset):
             entries = [(0, loader_state.get("dataset_state"))]
         for worker_id, state in entries:
             if state and state.get("started", True):
-                self.check_state(state, self.rank * workers + worker_id, self.world_size * workers)
+                self.spec.check_state(state, self.rank * workers + worker_id, self.world_size * workers)
 
     # -- pickling (spawn workers) ------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
