@@ -223,11 +223,64 @@ def mil_cv(
         console.print(f"  {key}: {p}")
 
 
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    vals = _floats(text, what)
+    if any(v != int(v) for v in vals):
+        raise typer.BadParameter(f"{what}: pass comma-separated integers, e.g. 0,3,4")
+    return tuple(int(v) for v in vals)
+
+
+def _tile_datasets(
+    train: Path,
+    test: Path | None,
+    labels: str,
+    test_labels: str,
+    exclude_class: str,
+    preset: str,
+    metadata: str,
+    centers: tuple[tuple[int, ...], tuple[int, ...]],
+) -> tuple[Any, Any]:
+    """Train and test tile datasets, through a preset (``wsistream.eval.presets``) or from the flags."""
+    from wsistream.eval.presets import camelyon17_wilds_datasets, check_preset_classes, get_preset
+    from wsistream.eval.tiles import load_tile_dataset
+
+    spec = get_preset(preset) if preset else None
+    if spec is not None and spec.name == "camelyon17-wilds":
+        if not metadata:
+            raise typer.BadParameter("--preset camelyon17-wilds needs --metadata (the WILDS metadata.csv)")
+        tr, te = camelyon17_wilds_datasets(
+            train, metadata, train_centers=centers[0], test_centers=centers[1], test_features_dir=test
+        )
+    else:
+        if test is None:
+            raise typer.BadParameter("--test: pass the test feature folder")
+        excluded = exclude_class or (spec.exclude_class if spec else None) or None
+        tr = load_tile_dataset(train, labels or None, exclude_class=excluded)
+        te = load_tile_dataset(
+            test, (test_labels or labels) or None, class_names=tr.class_names, exclude_class=excluded
+        )
+    if spec is not None:
+        check_preset_classes(spec, tr, str(train))
+    return tr, te
+
+
 @app.command("linear-eval")
 def linear_eval(
     train: Annotated[Path, typer.Option("--train", help="Folder with tile_features.npy and tile_ids.npy (training).")],
-    test: Annotated[Path, typer.Option("--test", help="Same for the test set.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Same for the test set (camelyon17-wilds: default --train).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option("--preset", help="nct-crc (BACK removed) | camelyon17-wilds (split by center); '' = none.")
+    ] = "",
+    metadata: Annotated[
+        str, typer.Option("--metadata", help="camelyon17-wilds: the WILDS metadata.csv (labels and centers).")
+    ] = "",
+    train_centers: Annotated[str, typer.Option("--train-centers", help="camelyon17-wilds train centers.")] = "0,3,4",
+    test_centers: Annotated[
+        str, typer.Option("--test-centers", help="camelyon17-wilds test centers (1 = VALID, 2 = TEST).")
+    ] = "1",
     labels: Annotated[
         str, typer.Option("--labels", help="CSV tile_id,label or class-folder root; '' = from tile ids.")
     ] = "",
@@ -249,9 +302,9 @@ def linear_eval(
     from wsistream.errors import WsiStreamError
     from wsistream.eval.linear import LinearEvalConfig, linear_evaluation
     from wsistream.eval.report import write_linear_report
-    from wsistream.eval.tiles import load_tile_dataset
 
     try:
+        centers = (_ints(train_centers, "--train-centers"), _ints(test_centers, "--test-centers"))
         cfg = LinearEvalConfig(
             fractions=_floats(fractions, "--fractions"),
             n_repeats=repeats,
@@ -262,13 +315,7 @@ def linear_eval(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
-        tr = load_tile_dataset(train, labels or None, exclude_class=exclude_class or None)
-        te = load_tile_dataset(
-            test,
-            (test_labels or labels) or None,
-            class_names=tr.class_names,
-            exclude_class=exclude_class or None,
-        )
+        tr, te = _tile_datasets(train, test, labels, test_labels, exclude_class, preset, metadata, centers)
         for name, ds in (("train", tr), ("test", te)):
             console.print(f"{name}: {len(ds.labels)} tiles, d={ds.features.shape[1]}, classes={list(ds.class_names)}")
             for reason, count in ds.dropped.items():
@@ -278,7 +325,10 @@ def linear_eval(
     except (WsiStreamError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from exc
-    paths = write_linear_report(result, out, extra={"dropped": {"train": tr.dropped, "test": te.dropped}})
+    extra = {"dropped": {"train": tr.dropped, "test": te.dropped}, "preset": preset or None}
+    if preset == "camelyon17-wilds":
+        extra["centers"] = {"train": list(centers[0]), "test": list(centers[1])}
+    paths = write_linear_report(result, out, extra=extra)
     table = Table(title="linear evaluation (test set)")
     for col in ("fraction", "n ok", "AUC", "acc", "F1"):
         table.add_column(col)
