@@ -42,7 +42,20 @@ from wsistream.mil.records import CohortError, Exclusion, FoldError, Notice
 from wsistream.mil.screen import CohortOptions, Rows, odd_dimensions, refuse_or_exclude, screen_slide
 from wsistream.mil.sources import LazyRows, open_rows
 
-__all__ = ["CohortError", "CohortOptions", "Exclusion", "FoldError", "Notice", "SlideCohort"]
+__all__ = [
+    "TASKS",
+    "CohortError",
+    "CohortOptions",
+    "Exclusion",
+    "FoldError",
+    "Notice",
+    "SlideCohort",
+    "discover_features",
+    "load_cohort",
+    "make_cohort",
+    "pad_batch",
+    "sample_tiles",
+]
 
 Task = Literal["binary", "multiclass", "survival"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "survival")
@@ -245,6 +258,7 @@ def _build(
     if sum(r.nbytes for _, r in kept) <= opts.memory_gb * 2**30:
         kept = [(s, r.load() if isinstance(r, LazyRows) else r) for s, r in kept]
     sids = [s for s, _ in kept]
+    used = set(sids)
     encoded, names = encode_labels(task, sids, [labels[s][1] for s in sids])
     return SlideCohort(
         task=task,
@@ -254,7 +268,7 @@ def _build(
         features=tuple(r for _, r in kept),
         class_names=names,
         exclusions=tuple(exclusions),
-        notices=tuple(n for n in notices if n.slide_id in set(sids)),
+        notices=tuple(n for n in notices if n.slide_id in used),
     )
 
 
