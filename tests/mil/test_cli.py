@@ -145,3 +145,51 @@ def test_module_entry_point_help():
         [sys.executable, "-m", "wsistream.mil.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0 and "mil-cv" in res.stdout and "linear-eval" in res.stdout
+
+
+def test_mil_cv_records_protocol_split_seeds_and_notices(tmp_path, synth, cohort_writer):
+    slides, labels = synth(n_patients=12, d=8)
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    short = slides[0][0]
+    write_histossl(feat / short, slides[0][1].features[:5], slides[0][1].coords[:5])
+    out = tmp_path / "out"
+    base = ["mil-cv", "--features", str(feat), "--labels", str(csv), "--model", "meanpool", *ARGS]
+    res = CliRunner().invoke(app, [*base, "--out", str(out), "--split-seed", "2", "--repeats", "2", "--memory-gb", "0"])
+    assert res.exit_code == 0, res.output
+    assert "protocol histossl: tile sampling 'first', n_tiles=16" in res.output
+    assert "read from disk per batch" in res.output and "2 repeats x 3 folds" in res.output
+    assert f"{short}: 5 tiles, fewer than n_tiles=16: all 5 are used" in res.output
+    report = json.loads((out / "cv_results.json").read_text())
+    assert report["protocol"]["name"] == "histossl" and report["protocol"]["tile_sampling"] == "first"
+    assert report["protocol"]["deviations"]["epochs"] == {"value": 2, "protocol": 50}
+    assert report["repeats"]["split_seeds"] == [2, 3] and len(report["repeats"]["means"]) == 2
+    assert [f["split_seed"] for f in report["folds"]] == [2, 2, 2, 3, 3, 3]
+    assert report["config"]["seed"] == 0 and report["config"]["split_seed"] == 2
+    assert report["notices"] == [{"slide_id": short, "message": "5 tiles, fewer than n_tiles=16: all 5 are used"}]
+    folds = pd.read_csv(out / "cv_folds.csv")
+    assert list(folds["repeat"]) == [1, 1, 1, 2, 2, 2]
+    assert len(pd.read_csv(out / "cv_predictions.csv")) == 2 * len(slides)
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "r"), "--protocol", "random-tiles"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r" / "cv_results.json").read_text())["protocol"]["tile_sampling"] == "random"
+
+
+def test_mil_cv_refuses_bad_slides_before_training_or_excludes_them(tmp_path, synth, cohort_writer):
+    import numpy as np
+
+    slides, labels = synth(n_patients=12, d=8)
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    bad = slides[3][1].features.copy()
+    bad[0] = np.nan
+    write_histossl(feat / slides[3][0], bad, slides[3][1].coords)
+    base = ["mil-cv", "--features", str(feat), "--labels", str(csv), "--model", "meanpool", *ARGS]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "fold 1/" not in res.output
+    assert f"{slides[3][0]}: features contain NaN/Inf in 1 of the first" in res.output
+    assert "--bad-slides exclude" in res.output and "--drop-nan-tiles" in res.output
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), "--bad-slides", "exclude"])
+    assert res.exit_code == 0, res.output
+    excl = json.loads((tmp_path / "b" / "cv_results.json").read_text())["exclusions"]
+    assert [e["slide_id"] for e in excl] == [slides[3][0]]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "c"), "--bad-slides", "skip"])
+    assert res.exit_code != 0 and "pass one of" in res.output

@@ -53,7 +53,7 @@ def test_grouped_folds_never_split_a_patient(cohort_of):
     cohort = cohort_of("binary", two_slide_every=2)  # half the patients have two slides
     groups = np.asarray(cohort.patient_ids)
     seen: set[str] = set()
-    plan = make_splits(cohort, 5, 5, seed=0)
+    plan = make_splits(cohort, 5, 5, split_seed=0)
     assert len(plan) == 5
     for tv, test, inner in plan:
         tr, te = set(groups[tv]), set(groups[test])
@@ -65,7 +65,7 @@ def test_grouped_folds_never_split_a_patient(cohort_of):
             assert len(itr) + len(iva) == len(tv)
     assert seen == set(groups)
     # the same through the low-level splitter, with another seed
-    for train, test in grouped_folds(cohort.strata(), groups, 4, seed=7):
+    for train, test in grouped_folds(cohort.strata(), groups, 4, seed=7):  # the low-level splitter
         assert not set(groups[train]) & set(groups[test])
 
 
@@ -102,8 +102,77 @@ def test_fixed_seed_is_repeatable(cohort_of):
     np.testing.assert_array_equal(a.metrics, b.metrics)
     for fa, fb in zip(a.folds, b.folds):
         np.testing.assert_array_equal(fa.test_scores, fb.test_scores)
-    c = nested_cross_validation(cohort, "abmil", dataclasses.replace(cfg, seed=1))
+    c = nested_cross_validation(cohort, "abmil", dataclasses.replace(cfg, split_seed=1))
     assert [f.test_slide_ids for f in c.folds] != [f.test_slide_ids for f in a.folds]
+
+
+def test_split_seed_fixes_folds_and_seed_fixes_training(cohort_of):
+    cohort = cohort_of("binary")
+    cfg = dataclasses.replace(FAST, epochs=2)
+    a = nested_cross_validation(cohort, "abmil", cfg)
+    b = nested_cross_validation(cohort, "abmil", dataclasses.replace(cfg, seed=5))
+    assert [f.test_slide_ids for f in b.folds] == [f.test_slide_ids for f in a.folds]  # same splits
+    assert any(not np.array_equal(fa.test_scores, fb.test_scores) for fa, fb in zip(a.folds, b.folds))
+
+
+def test_folds_and_training_do_not_depend_on_slide_order(synth):
+    slides, labels = synth(n_patients=30, d=8, two_slide_every=3)
+    cfg = dataclasses.replace(FAST, epochs=2)
+    a = nested_cross_validation(make_cohort(slides, labels, "binary"), "abmil", cfg)
+    rev = make_cohort(slides[::-1], labels, "binary")
+    assert rev.slide_ids != tuple(s for s, _ in slides)
+    b = nested_cross_validation(rev, "abmil", cfg)
+    for fa, fb in zip(a.folds, b.folds):
+        assert fa.test_slide_ids == fb.test_slide_ids  # listed in slide-id order, whatever the cohort order
+        np.testing.assert_array_equal(fa.test_scores, fb.test_scores)
+    np.testing.assert_array_equal(a.metrics, b.metrics)
+
+
+def test_repeated_cv_runs_one_nested_cv_per_split_seed(cohort_of):
+    cohort = cohort_of("binary")
+    cfg = dataclasses.replace(FAST, epochs=2, split_seed=4)
+    single = nested_cross_validation(cohort, "meanpool", cfg)
+    rep = nested_cross_validation(cohort, "meanpool", dataclasses.replace(cfg, repeats=3))
+    assert rep.n_repeats == 3 and len(rep.folds) == 9
+    assert [f.split_seed for f in rep.folds] == [4] * 3 + [5] * 3 + [6] * 3
+    np.testing.assert_array_equal(rep.metrics[:3], single.metrics)  # repeat 1 is the single run
+    np.testing.assert_allclose(rep.repeat_means, rep.metrics.reshape(3, 3).mean(axis=1))
+    assert rep.mean == pytest.approx(rep.metrics.mean()) and rep.std == pytest.approx(rep.metrics.std())
+    assert "3 repeats x 3 folds" in rep.summary() and "mean of repeats" in rep.summary()
+    assert rep.config["split_seeds"] == [4, 5, 6]
+
+
+def test_protocol_sets_tile_sampling_and_records_deviations():
+    assert NestedCVConfig().sampling == "first" and NestedCVConfig().deviations() == {}
+    assert NestedCVConfig(protocol="random-tiles").sampling == "random"
+    assert dataclasses.replace(FAST, protocol="random-tiles").sampling == "random"
+    cfg = NestedCVConfig(tile_sampling="random", epochs=3)
+    assert cfg.deviations() == {
+        "tile_sampling": {"value": "random", "protocol": "first"},
+        "epochs": {"value": 3, "protocol": 50},
+    }
+    with pytest.raises(ValueError, match="pass one of"):
+        NestedCVConfig(protocol="clam")
+    with pytest.raises(ValueError, match="repeats=0"):
+        NestedCVConfig(repeats=0)
+
+
+def test_histossl_protocol_sees_only_the_first_rows(synth):
+    """Signal only after row n_tiles: invisible under ``histossl`` (reference), found by ``random-tiles``."""
+    slides, labels = synth(n_patients=40, d=8, signal=0.0, two_slide_every=100)
+    rng = np.random.default_rng(1)
+    moved = []
+    for sid, sf in slides:
+        f = rng.normal(size=(64, 8)).astype(np.float32)
+        f[40:, :4] += 4.0 * labels[sid][1]  # rows 40..63 carry the label, the first 16 never do
+        coords = np.zeros((64, 3), np.float32)
+        moved.append((sid, type(sf)(sid, f, coords)))
+    cohort = make_cohort(moved, labels, "binary")
+    ref = nested_cross_validation(cohort, "meanpool", FAST)
+    rnd = nested_cross_validation(cohort, "meanpool", dataclasses.replace(FAST, protocol="random-tiles"))
+    assert ref.config["tile_sampling"] == "first" and rnd.config["tile_sampling"] == "random"
+    assert rnd.mean >= 0.8, rnd.summary()
+    assert ref.mean <= 0.7 and ref.mean < rnd.mean - 0.2, ref.summary()
 
 
 def test_fewer_patients_than_folds(synth):

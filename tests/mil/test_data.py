@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,3 +148,110 @@ def test_public_api_resolves():
     assert all(getattr(ev, n) is not None for n in ev.__all__)
     with pytest.raises(AttributeError):
         mil.not_a_name
+
+
+def _cv_config():
+    from wsistream.mil import NestedCVConfig
+
+    return NestedCVConfig(
+        outer_folds=3, inner_folds=2, learning_rates=(1e-2,), weight_decays=(0.0,), epochs=2, batch_size=4, n_tiles=12
+    )
+
+
+@pytest.mark.parametrize("protocol", ["histossl", "random-tiles"])
+def test_lazy_rows_give_the_same_cohort_and_results_as_memory(tmp_path, synth, cohort_writer, protocol):
+    from wsistream.mil import CohortOptions, LazyRows, nested_cross_validation
+
+    slides, labels = synth(n_patients=12, d=8, two_slide_every=3)
+    feat, csv = cohort_writer(tmp_path, slides, labels, h5_every=2)
+    cfg = dataclasses.replace(_cv_config(), protocol=protocol)
+    first = cfg.sampling == "first"
+    ram = load_cohort(feat, csv, "binary", options=CohortOptions(n_tiles=12, first_rows_only=first))
+    lazy = load_cohort(feat, csv, "binary", options=CohortOptions(n_tiles=12, first_rows_only=first, memory_gb=0))
+    assert ram.in_memory and not lazy.in_memory and all(isinstance(f, LazyRows) for f in lazy.features)
+    for a, b, (sid, sf) in zip(ram.features, lazy.features, sorted(slides, key=lambda s: s[0])):
+        full = sf.as_histossl_array()
+        np.testing.assert_array_equal(a, full[:12] if first else full)
+        assert b.shape == a.shape
+        idx = np.random.default_rng(0).permutation(len(a))[:7]
+        np.testing.assert_array_equal(b[idx], a[idx])  # any order, npy and h5 alike
+    r1, r2 = nested_cross_validation(ram, "abmil", cfg), nested_cross_validation(lazy, "abmil", cfg)
+    np.testing.assert_array_equal(r1.metrics, r2.metrics)
+    for f1, f2 in zip(r1.folds, r2.folds):
+        np.testing.assert_array_equal(f1.test_scores, f2.test_scores)
+
+
+def test_labels_csv_row_order_does_not_change_the_cohort(tmp_path, small, cohort_writer):
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    pd.read_csv(csv).iloc[::-1].to_csv(tmp_path / "rev.csv", index=False)
+    a, b = load_cohort(feat, csv, "binary"), load_cohort(feat, tmp_path / "rev.csv", "binary")
+    assert a.slide_ids == b.slide_ids == tuple(sorted(a.slide_ids))
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_short_slides_are_noticed_and_min_tiles_excludes(tmp_path, small, cohort_writer):
+    from wsistream.mil import CohortOptions
+
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    sid = slides[0][0]
+    write_histossl(feat / sid, np.ones((5, 8)), np.zeros((5, 3)))
+    cohort = load_cohort(feat, csv, "binary", options=CohortOptions(n_tiles=20, first_rows_only=True))
+    notes = {n.slide_id: n.message for n in cohort.notices}
+    assert notes[sid] == "5 tiles, fewer than n_tiles=20: all 5 are used"
+    assert len(cohort.features[cohort.slide_ids.index(sid)]) == 5
+    with pytest.raises(CohortError, match=rf"{sid}: 5 usable tiles, fewer than min_tiles=6; pass bad_slides="):
+        load_cohort(feat, csv, "binary", options=CohortOptions(min_tiles=6))
+    kept = load_cohort(feat, csv, "binary", options=CohortOptions(min_tiles=6, bad_slides="exclude"))
+    assert sid not in kept.slide_ids
+    assert {e.slide_id: e.reason for e in kept.exclusions}[sid] == "5 usable tiles, fewer than min_tiles=6"
+
+
+def test_nan_tiles_refuse_listing_every_slide_or_are_dropped(tmp_path, small, cohort_writer):
+    from wsistream.mil import CohortOptions
+
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    for k, (sid, sf) in enumerate(slides[1:3]):
+        bad = sf.features.copy()
+        bad[[0, 4][: k + 1], 2] = [np.nan, np.inf][: k + 1]
+        write_histossl(feat / sid, bad, sf.coords)
+    s1, s2 = slides[1][0], slides[2][0]
+    with pytest.raises(CohortError, match=rf"2 slides cannot be used: {s1}: .*NaN/Inf in 1 of .*; {s2}: .*2 of"):
+        load_cohort(feat, csv, "binary", options=CohortOptions(memory_gb=0))
+    ex = load_cohort(feat, csv, "binary", options=CohortOptions(bad_slides="exclude"))
+    assert {e.slide_id for e in ex.exclusions} == {s1, s2} and s1 not in ex.slide_ids
+    for memory_gb in (0.0, 1.0):
+        dropped = load_cohort(feat, csv, "binary", options=CohortOptions(drop_nan_tiles=True, memory_gb=memory_gb))
+        rows = dropped.features[dropped.slide_ids.index(s2)]
+        assert len(rows) == slides[2][1].n_tiles - 2
+        np.testing.assert_array_equal(rows[np.arange(len(rows))][:3], slides[2][1].as_histossl_array()[[1, 2, 3]])
+        assert {n.slide_id: n.message for n in dropped.notices}[s2].startswith("dropped 2 NaN/Inf tiles of")
+
+
+def test_dimension_mismatch_and_unreadable_files_can_be_excluded(tmp_path, small, cohort_writer):
+    from wsistream.mil import CohortOptions
+
+    slides, labels = small()
+    feat, csv = cohort_writer(tmp_path, slides, labels)
+    odd, broken = slides[4][0], slides[5][0]
+    write_histossl(feat / odd, np.ones((7, 12)), np.zeros((7, 3)))
+    (feat / broken / "features.npy").write_bytes(b"not an npy file")
+    with pytest.raises(CohortError, match=rf"{broken}: cannot read .*; pass bad_slides='exclude'"):
+        load_cohort(feat, csv, "binary")
+    cohort = load_cohort(feat, csv, "binary", options=CohortOptions(bad_slides="exclude"))
+    reasons = {e.slide_id: e.reason for e in cohort.exclusions}
+    assert reasons[odd] == f"feature dimension d=12 differs from the cohort's d=8 ({len(slides) - 2} slides)"
+    assert reasons[broken].startswith("cannot read") and cohort.n_slides == len(slides) - 2 and cohort.dim == 8
+
+
+def test_cohort_options_say_what_to_pass():
+    from wsistream.mil import CohortOptions
+
+    with pytest.raises(ValueError, match="pass one of"):
+        CohortOptions(bad_slides="skip")
+    with pytest.raises(ValueError, match="needs n_tiles"):
+        CohortOptions(first_rows_only=True)
+    with pytest.raises(ValueError, match="min_tiles=0"):
+        CohortOptions(min_tiles=0)

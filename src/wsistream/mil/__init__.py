@@ -6,13 +6,14 @@ Public API
   :class:`TransMIL`, :class:`HIPTMIL`, :func:`build_model`, :data:`MODELS`,
   :func:`count_parameters`;
 * data: :func:`load_cohort`, :func:`make_cohort`, :func:`discover_features`,
-  :class:`SlideCohort`, :class:`Exclusion`, :class:`CohortError`,
-  :class:`FoldError`;
+  :class:`SlideCohort`, :class:`CohortOptions`, :class:`Exclusion`,
+  :class:`Notice`, :class:`CohortError`, :class:`FoldError`,
+  :class:`LazyRows`, :func:`open_rows`;
 * training: :class:`TrainConfig`, :func:`fit`, :func:`predict`,
   :class:`FitHistory`;
 * nested CV: :class:`NestedCVConfig`, :func:`nested_cross_validation`,
   :class:`CVResult`, :class:`FoldResult`, :func:`grouped_folds`,
-  :func:`make_splits`;
+  :func:`make_splits`, :data:`PROTOCOLS`, :class:`Protocol`;
 * objectives: :class:`CoxLoss`, :func:`cox_loss`, :func:`binary_auc`,
   :func:`mean_ovr_auc`, :func:`concordance`;
 * report: :func:`write_report`, :func:`plot_result`;
@@ -40,9 +41,15 @@ _EXPORTS: dict[str, str] = {
     "MODELS": "registry",
     "build_model": "registry",
     "count_parameters": "blocks",
-    "CohortError": "data",
-    "Exclusion": "data",
-    "FoldError": "data",
+    "CohortError": "records",
+    "Exclusion": "records",
+    "FoldError": "records",
+    "Notice": "records",
+    "CohortOptions": "screen",
+    "LazyRows": "sources",
+    "open_rows": "sources",
+    "PROTOCOLS": "protocols",
+    "Protocol": "protocols",
     "SlideCohort": "data",
     "discover_features": "data",
     "load_cohort": "data",
@@ -54,8 +61,8 @@ _EXPORTS: dict[str, str] = {
     "CVResult": "cv",
     "FoldResult": "cv",
     "NestedCVConfig": "cv",
-    "grouped_folds": "cv",
-    "make_splits": "cv",
+    "grouped_folds": "splits",
+    "make_splits": "splits",
     "nested_cross_validation": "cv",
     "CoxLoss": "objectives",
     "binary_auc": "objectives",
@@ -71,17 +78,22 @@ __all__ = [
     "DSMIL",
     "HIPTMIL",
     "MODELS",
+    "PROTOCOLS",
     "CVResult",
     "Chowder",
     "CohortError",
+    "CohortOptions",
     "CoxLoss",
     "Exclusion",
     "FitHistory",
     "FoldError",
     "FoldResult",
+    "LazyRows",
     "MeanPool",
     "NestedCVConfig",
+    "Notice",
     "NystromAttention",
+    "Protocol",
     "SlideCohort",
     "TrainConfig",
     "TransMIL",
@@ -98,6 +110,7 @@ __all__ = [
     "make_splits",
     "mean_ovr_auc",
     "nested_cross_validation",
+    "open_rows",
     "plot_result",
     "predict",
     "write_report",
@@ -107,30 +120,20 @@ if TYPE_CHECKING:
     from wsistream.mil.abmil import ABMIL
     from wsistream.mil.blocks import count_parameters
     from wsistream.mil.chowder import Chowder
-    from wsistream.mil.cv import (
-        CVResult,
-        FoldResult,
-        NestedCVConfig,
-        grouped_folds,
-        make_splits,
-        nested_cross_validation,
-    )
-    from wsistream.mil.data import (
-        CohortError,
-        Exclusion,
-        FoldError,
-        SlideCohort,
-        discover_features,
-        load_cohort,
-        make_cohort,
-    )
+    from wsistream.mil.cv import CVResult, FoldResult, NestedCVConfig, nested_cross_validation
+    from wsistream.mil.data import SlideCohort, discover_features, load_cohort, make_cohort
     from wsistream.mil.dsmil import DSMIL
     from wsistream.mil.hiptmil import HIPTMIL
     from wsistream.mil.meanpool import MeanPool
     from wsistream.mil.nystrom import NystromAttention
     from wsistream.mil.objectives import CoxLoss, binary_auc, concordance, cox_loss, mean_ovr_auc
+    from wsistream.mil.protocols import PROTOCOLS, Protocol
+    from wsistream.mil.records import CohortError, Exclusion, FoldError, Notice
     from wsistream.mil.registry import MODELS, build_model
     from wsistream.mil.report import plot_result, write_report
+    from wsistream.mil.screen import CohortOptions
+    from wsistream.mil.sources import LazyRows, open_rows
+    from wsistream.mil.splits import grouped_folds, make_splits
     from wsistream.mil.train import FitHistory, TrainConfig, fit, predict
     from wsistream.mil.transmil import TransMIL
 

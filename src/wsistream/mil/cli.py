@@ -31,14 +31,14 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _print_exclusions(exclusions: Any) -> None:
-    if not exclusions:
+def _print_records(records: Any, what: str, attr: str) -> None:
+    if not records:
         return
-    console.print(f"[yellow]{len(exclusions)} slide(s) excluded:[/yellow]")
-    for e in list(exclusions)[:20]:
-        console.print(f"  - {e.slide_id}: {e.reason}")
-    if len(exclusions) > 20:
-        console.print(f"  ... and {len(exclusions) - 20} more (see cv_results.json)")
+    console.print(f"[yellow]{len(records)} slide(s) {what}:[/yellow]")
+    for e in list(records)[:20]:
+        console.print(f"  - {e.slide_id}: {getattr(e, attr)}")
+    if len(records) > 20:
+        console.print(f"  ... and {len(records) - 20} more (see cv_results.json)")
 
 
 def _resolve_device(device: str) -> str:
@@ -88,11 +88,30 @@ def mil_cv(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slides per step; 0 = reference (16, HIPT 1).")] = 0,
     lr: Annotated[str, typer.Option("--lr", help="Learning-rate grid, comma-separated.")] = "1e-3,1e-4",
     wd: Annotated[str, typer.Option("--wd", help="Weight-decay grid, comma-separated.")] = "0,1e-4",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of splits, initialisation, batches and tiles.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of training: initialisation, batches, tiles.")] = 0,
+    split_seed: Annotated[
+        int, typer.Option("--split-seed", help="Outer-split random_state (reference repeat index).")
+    ] = 0,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Repeated CV on split seeds split-seed, split-seed+1, ...")
+    ] = 1,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="histossl (first n-tiles rows, reference) | random-tiles.")
+    ] = "histossl",
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto.")] = "auto",
     corrected: Annotated[bool, typer.Option("--corrected", help="Corrected DSMIL/TransMIL/HIPT variants.")] = False,
     epoch_selection: Annotated[str, typer.Option("--epoch-selection", help="reference | corrected.")] = "reference",
-    tile_sampling: Annotated[str, typer.Option("--tile-sampling", help="random | first (reference code).")] = "random",
+    tile_sampling: Annotated[str, typer.Option("--tile-sampling", help="first | random; '' = the protocol's.")] = "",
+    bad_slides: Annotated[
+        str, typer.Option("--bad-slides", help="error (refuse before training) | exclude (leave out, recorded).")
+    ] = "error",
+    drop_nan_tiles: Annotated[
+        bool, typer.Option("--drop-nan-tiles", help="Drop NaN/Inf tiles instead of treating the slide as bad.")
+    ] = False,
+    min_tiles: Annotated[int, typer.Option("--min-tiles", help="Slides with fewer usable tiles are bad.")] = 1,
+    memory_gb: Annotated[
+        float, typer.Option("--memory-gb", help="Hold features in RAM up to this size; beyond, read per batch.")
+    ] = 1.0,
     label_column: Annotated[
         str, typer.Option("--label-column", help="Label (or signed survival time) column.")
     ] = "label",
@@ -117,9 +136,11 @@ def mil_cv(
     from wsistream.mil.cv import NestedCVConfig, nested_cross_validation
     from wsistream.mil.data import load_cohort
     from wsistream.mil.report import write_report
+    from wsistream.mil.screen import CohortOptions
 
     try:
         cfg = NestedCVConfig(
+            protocol=protocol,
             outer_folds=outer_folds,
             inner_folds=inner_folds,
             learning_rates=_floats(lr, "--lr"),
@@ -127,10 +148,20 @@ def mil_cv(
             epochs=epochs,
             batch_size=batch_size or None,
             n_tiles=n_tiles or None,
-            tile_sampling=tile_sampling,
+            tile_sampling=tile_sampling or None,
             epoch_selection=epoch_selection,
             seed=seed,
+            split_seed=split_seed,
+            repeats=repeats,
             device=_resolve_device(device),
+        )
+        options = CohortOptions(
+            n_tiles=cfg.n_tiles,
+            first_rows_only=cfg.sampling == "first" and cfg.n_tiles is not None,
+            bad_slides=bad_slides,
+            drop_nan_tiles=drop_nan_tiles,
+            min_tiles=min_tiles,
+            memory_gb=memory_gb,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -139,7 +170,7 @@ def mil_cv(
     def progress(fold: int, total: int) -> Any:
         if bars:
             bars[-1].close()
-        bars.append(tqdm(total=total, desc=f"fold {fold}/{outer_folds}", unit="epoch", leave=True))
+        bars.append(tqdm(total=total, desc=f"fold {fold}/{outer_folds * repeats}", unit="epoch", leave=True))
         return bars[-1].update
 
     try:
@@ -151,12 +182,18 @@ def mil_cv(
             label_column=label_column,
             time_column=time_column or None,
             event_column=event_column or None,
+            options=options,
         )
         console.print(
             f"cohort: {cohort.n_slides} slides, {cohort.n_patients} patients, d={cohort.dim}, task={task}"
             + (f", classes={list(cohort.class_names)}" if cohort.class_names else "")
+            + f"; features {'in memory' if cohort.in_memory else 'read from disk per batch'}"
         )
-        _print_exclusions(cohort.exclusions)
+        console.print(f"protocol {cfg.protocol}: tile sampling {cfg.sampling!r}, n_tiles={cfg.n_tiles}")
+        for key, dev in cfg.deviations().items():
+            console.print(f"  [yellow]deviation: {key}={dev['value']} (protocol: {dev['protocol']})[/yellow]")
+        _print_records(cohort.exclusions, "excluded", "reason")
+        _print_records(cohort.notices, "with a notice", "message")
         result = nested_cross_validation(
             cohort, model, cfg, corrected=corrected, model_kwargs=_model_kwargs(model_arg or []), progress=progress
         )
@@ -168,10 +205,11 @@ def mil_cv(
             b.close()
     paths = write_report(result, out)
     table = Table(title=f"{result.model} - {task}: outer test {result.metric_name}")
-    for col in ("fold", result.metric_name, "lr", "wd", "epochs", f"inner {result.metric_name}"):
+    for col in ("repeat", "fold", result.metric_name, "lr", "wd", "epochs", f"inner {result.metric_name}"):
         table.add_column(col)
     for f in result.folds:
         table.add_row(
+            f"{f.repeat} (split seed {f.split_seed})",
             str(f.fold),
             f"{f.metric:.3f}",
             f"{f.learning_rate:g}",
@@ -185,11 +223,64 @@ def mil_cv(
         console.print(f"  {key}: {p}")
 
 
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    vals = _floats(text, what)
+    if any(v != int(v) for v in vals):
+        raise typer.BadParameter(f"{what}: pass comma-separated integers, e.g. 0,3,4")
+    return tuple(int(v) for v in vals)
+
+
+def _tile_datasets(
+    train: Path,
+    test: Path | None,
+    labels: str,
+    test_labels: str,
+    exclude_class: str,
+    preset: str,
+    metadata: str,
+    centers: tuple[tuple[int, ...], tuple[int, ...]],
+) -> tuple[Any, Any]:
+    """Train and test tile datasets, through a preset (``wsistream.eval.presets``) or from the flags."""
+    from wsistream.eval.presets import camelyon17_wilds_datasets, check_preset_classes, get_preset
+    from wsistream.eval.tiles import load_tile_dataset
+
+    spec = get_preset(preset) if preset else None
+    if spec is not None and spec.name == "camelyon17-wilds":
+        if not metadata:
+            raise typer.BadParameter("--preset camelyon17-wilds needs --metadata (the WILDS metadata.csv)")
+        tr, te = camelyon17_wilds_datasets(
+            train, metadata, train_centers=centers[0], test_centers=centers[1], test_features_dir=test
+        )
+    else:
+        if test is None:
+            raise typer.BadParameter("--test: pass the test feature folder")
+        excluded = exclude_class or (spec.exclude_class if spec else None) or None
+        tr = load_tile_dataset(train, labels or None, exclude_class=excluded)
+        te = load_tile_dataset(
+            test, (test_labels or labels) or None, class_names=tr.class_names, exclude_class=excluded
+        )
+    if spec is not None:
+        check_preset_classes(spec, tr, str(train))
+    return tr, te
+
+
 @app.command("linear-eval")
 def linear_eval(
     train: Annotated[Path, typer.Option("--train", help="Folder with tile_features.npy and tile_ids.npy (training).")],
-    test: Annotated[Path, typer.Option("--test", help="Same for the test set.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Same for the test set (camelyon17-wilds: default --train).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option("--preset", help="nct-crc (BACK removed) | camelyon17-wilds (split by center); '' = none.")
+    ] = "",
+    metadata: Annotated[
+        str, typer.Option("--metadata", help="camelyon17-wilds: the WILDS metadata.csv (labels and centers).")
+    ] = "",
+    train_centers: Annotated[str, typer.Option("--train-centers", help="camelyon17-wilds train centers.")] = "0,3,4",
+    test_centers: Annotated[
+        str, typer.Option("--test-centers", help="camelyon17-wilds test centers (1 = VALID, 2 = TEST).")
+    ] = "1",
     labels: Annotated[
         str, typer.Option("--labels", help="CSV tile_id,label or class-folder root; '' = from tile ids.")
     ] = "",
@@ -211,9 +302,9 @@ def linear_eval(
     from wsistream.errors import WsiStreamError
     from wsistream.eval.linear import LinearEvalConfig, linear_evaluation
     from wsistream.eval.report import write_linear_report
-    from wsistream.eval.tiles import load_tile_dataset
 
     try:
+        centers = (_ints(train_centers, "--train-centers"), _ints(test_centers, "--test-centers"))
         cfg = LinearEvalConfig(
             fractions=_floats(fractions, "--fractions"),
             n_repeats=repeats,
@@ -224,13 +315,7 @@ def linear_eval(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
-        tr = load_tile_dataset(train, labels or None, exclude_class=exclude_class or None)
-        te = load_tile_dataset(
-            test,
-            (test_labels or labels) or None,
-            class_names=tr.class_names,
-            exclude_class=exclude_class or None,
-        )
+        tr, te = _tile_datasets(train, test, labels, test_labels, exclude_class, preset, metadata, centers)
         for name, ds in (("train", tr), ("test", te)):
             console.print(f"{name}: {len(ds.labels)} tiles, d={ds.features.shape[1]}, classes={list(ds.class_names)}")
             for reason, count in ds.dropped.items():
@@ -240,7 +325,10 @@ def linear_eval(
     except (WsiStreamError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from exc
-    paths = write_linear_report(result, out, extra={"dropped": {"train": tr.dropped, "test": te.dropped}})
+    extra = {"dropped": {"train": tr.dropped, "test": te.dropped}, "preset": preset or None}
+    if preset == "camelyon17-wilds":
+        extra["centers"] = {"train": list(centers[0]), "test": list(centers[1])}
+    paths = write_linear_report(result, out, extra=extra)
     table = Table(title="linear evaluation (test set)")
     for col in ("fraction", "n ok", "AUC", "acc", "F1"):
         table.add_column(col)

@@ -4,9 +4,15 @@ The reference (``rl_benchmarks/datasets/__init__.py``,
 ``SlideClassificationDataset``) merges feature paths with clinical labels and
 silently drops slides without features (``dropna``). Here every slide that is
 labelled but has no features, or has features but no label, is kept as an
-:class:`Exclusion` with its reason and reported; unusable data (NaN features,
-mixed feature dimensions, empty slides, bad labels) raises a
-:class:`CohortError` naming the slide.
+:class:`Exclusion` with its reason and reported; unusable data (unreadable
+files, NaN features, mixed feature dimensions, empty slides) is screened
+before training by :mod:`wsistream.mil.screen` (refuse, or exclude and
+record); bad labels raise a :class:`CohortError` naming the slide.
+
+Slides are ordered by slide id, whatever the order of the labels CSV or of
+the file listing. Their rows are held in RAM when they fit in
+``CohortOptions.memory_gb`` and read from disk per batch otherwise
+(:mod:`wsistream.mil.sources`).
 
 Labels CSV columns (names configurable):
 
@@ -22,7 +28,6 @@ Labels CSV columns (names configurable):
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,28 +36,30 @@ from typing import Literal
 import numpy as np
 import torch
 
-from wsistream.errors import WsiStreamError
-from wsistream.features.formats import SlideFeatures, read_features
+from wsistream.features.formats import FeatureFileError, SlideFeatures
+from wsistream.mil.labels import encode_labels, read_label_table
+from wsistream.mil.records import CohortError, Exclusion, FoldError, Notice
+from wsistream.mil.screen import CohortOptions, Rows, odd_dimensions, refuse_or_exclude, screen_slide
+from wsistream.mil.sources import LazyRows, open_rows
+
+__all__ = [
+    "TASKS",
+    "CohortError",
+    "CohortOptions",
+    "Exclusion",
+    "FoldError",
+    "Notice",
+    "SlideCohort",
+    "discover_features",
+    "load_cohort",
+    "make_cohort",
+    "pad_batch",
+    "sample_tiles",
+]
 
 Task = Literal["binary", "multiclass", "survival"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "survival")
 _SLIDE_EXTS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".isyntax", ".czi")
-
-
-class CohortError(WsiStreamError):
-    """A slide or its label cannot be used; the message names the slide and the reason."""
-
-
-class FoldError(WsiStreamError):
-    """A cross-validation split cannot be made or evaluated (too few patients, a single-class fold)."""
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """A slide left out of the cohort, with the reason."""
-
-    slide_id: str
-    reason: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,21 +75,25 @@ class SlideCohort:
     labels : np.ndarray
         Class indices (int64) or signed survival times (float64, ``+t`` event,
         ``-t`` censored; reference ``tcga.py``).
-    features : tuple of np.ndarray
-        Per slide (N_i, 3 + d) float32 ``[tile_level, x, y, f...]``.
+    features : tuple of np.ndarray or LazyRows
+        Per slide (N_i, 3 + d) float32 ``[tile_level, x, y, f...]``, in
+        memory or read per access (:class:`~wsistream.mil.sources.LazyRows`).
     class_names : tuple of str
         Original label values in class-index order (empty for survival).
     exclusions : tuple of Exclusion
         Slides left out, with reasons.
+    notices : tuple of Notice
+        Slides kept with a caveat (fewer tiles than requested, dropped NaN tiles).
     """
 
     task: str
     slide_ids: tuple[str, ...]
     patient_ids: tuple[str, ...]
     labels: np.ndarray
-    features: tuple[np.ndarray, ...]
+    features: tuple[Rows, ...]
     class_names: tuple[str, ...] = ()
     exclusions: tuple[Exclusion, ...] = field(default=())
+    notices: tuple[Notice, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -107,6 +118,11 @@ class SlideCohort:
     def dim(self) -> int:
         """Tile feature dimension d."""
         return int(self.features[0].shape[1] - 3)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether every slide's rows are held in RAM (else read from disk per batch)."""
+        return not any(isinstance(f, LazyRows) for f in self.features)
 
     @property
     def n_outputs(self) -> int:
@@ -143,108 +159,6 @@ def discover_features(root: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
-def _check_slide(sid: str, arr: np.ndarray) -> None:
-    if arr.shape[0] == 0:
-        raise CohortError(sid, "feature file holds no tiles; re-extract the slide or drop it from the labels")
-    bad = ~np.isfinite(arr[:, 3:]).all(axis=1)
-    if bad.any():
-        raise CohortError(
-            sid, f"features contain NaN/Inf in {int(bad.sum())} of {arr.shape[0]} tiles; re-extract the slide"
-        )
-
-
-def _check_dims(ids: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
-    dims = Counter(int(a.shape[1] - 3) for a in arrays)
-    if len(dims) <= 1:
-        return
-    main, count = dims.most_common(1)[0]
-    odd = [(s, a.shape[1] - 3) for s, a in zip(ids, arrays, strict=True) if a.shape[1] - 3 != main]
-    listed = ", ".join(f"{s} (d={d})" for s, d in odd[:10])
-    raise CohortError(
-        odd[0][0],
-        f"feature dimension differs across slides: {count} slides have d={main} but {len(odd)} do not: "
-        f"{listed}; use features from a single encoder",
-    )
-
-
-def _encode_labels(task: str, sids: list[str], raw: list[object]) -> tuple[np.ndarray, tuple[str, ...]]:
-    if task == "survival":
-        try:
-            vals = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise CohortError(None, f"survival labels must be signed times (numbers): {exc}") from exc
-        for sid, v in zip(sids, vals, strict=True):
-            if v == 0:
-                raise CohortError(sid, "survival label is 0; signed times must be non-zero (+t event, -t censored)")
-        return vals, ()
-    uniq = sorted(set(raw), key=lambda v: (isinstance(v, str), v))
-    if len(uniq) < 2:
-        raise CohortError(None, f"all labelled slides have the same label {uniq}; a {task} task needs two classes")
-    if task == "binary" and len(uniq) > 2:
-        raise CohortError(None, f"binary task but {len(uniq)} label values {uniq[:10]}; pass task='multiclass'")
-    index = {v: i for i, v in enumerate(uniq)}
-    return np.asarray([index[v] for v in raw], dtype=np.int64), tuple(str(v) for v in uniq)
-
-
-def _clean_label(value: object) -> object:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, np.generic):
-        return _clean_label(value.item())
-    return value
-
-
-def _read_label_table(
-    labels_csv: str | os.PathLike[str],
-    task: str,
-    slide_column: str,
-    patient_column: str | None,
-    label_column: str,
-    time_column: str | None,
-    event_column: str | None,
-) -> tuple[dict[str, tuple[str, object]], list[Exclusion]]:
-    import pandas as pd
-
-    path = Path(labels_csv)
-    if not path.is_file():
-        raise CohortError(str(path), "labels CSV not found")
-    df = pd.read_csv(path, dtype={slide_column: str})
-    survival_cols = task == "survival" and time_column is not None
-    needed = [slide_column, *([time_column, event_column] if survival_cols else [label_column])]
-    if patient_column:
-        needed.append(patient_column)
-    missing = [c for c in needed if c and c not in df.columns]
-    if missing:
-        hint = " (pass patient_column=None to treat each slide as its own patient)" if patient_column in missing else ""
-        raise CohortError(str(path), f"labels CSV lacks column(s) {missing}; it has {list(df.columns)}{hint}")
-    dup = df[slide_column][df[slide_column].duplicated()].tolist()
-    if dup:
-        raise CohortError(dup[0], f"slide listed {len(dup) + 1} times in the labels CSV; keep one row per slide")
-    table: dict[str, tuple[str, object]] = {}
-    excluded: list[Exclusion] = []
-    for row in df.to_dict("records"):
-        sid = str(row[slide_column])
-        if patient_column and pd.isna(row[patient_column]):
-            excluded.append(Exclusion(sid, f"patient column {patient_column!r} is empty"))
-            continue
-        pid = str(row[patient_column]) if patient_column else sid
-        if survival_cols:
-            t, e = row[time_column], row[event_column]
-            if pd.isna(t) or pd.isna(e):
-                excluded.append(Exclusion(sid, "survival time or event is missing in the labels CSV"))
-                continue
-            if float(t) <= 0:
-                raise CohortError(sid, f"survival time {t} must be > 0")
-            label: object = float(t) if int(e) else -float(t)
-        else:
-            if pd.isna(row[label_column]):
-                excluded.append(Exclusion(sid, f"label column {label_column!r} is empty"))
-                continue
-            label = _clean_label(row[label_column])
-        table[sid] = (pid, label)
-    return table, excluded
-
-
 def load_cohort(
     features_dir: str | os.PathLike[str],
     labels_csv: str | os.PathLike[str],
@@ -255,32 +169,35 @@ def load_cohort(
     label_column: str = "label",
     time_column: str | None = None,
     event_column: str | None = None,
+    options: CohortOptions | None = None,
 ) -> SlideCohort:
     """Join the feature files under ``features_dir`` with ``labels_csv``.
 
-    Only labelled slides are read. Labelled slides without a feature file and
-    feature files without a label become :class:`Exclusion` records. For
+    Only labelled slides are opened. Labelled slides without a feature file
+    and feature files without a label become :class:`Exclusion` records. For
     survival, pass either a signed-time ``label_column`` (reference
     convention) or ``time_column`` + ``event_column`` (event 1 = death).
+    ``options`` sets which rows are read, the bad-slide policy and the
+    memory budget (:class:`~wsistream.mil.screen.CohortOptions`).
 
     Raises
     ------
     CohortError
-        Missing columns, duplicate slides, NaN/Inf or empty features, mixed
-        feature dimensions, non-positive survival times, a single class.
+        Missing columns, duplicate slides, non-positive survival times, a
+        single class; bad slides under ``bad_slides="error"``.
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r}: pass one of {TASKS}")
     if (time_column is None) != (event_column is None):
         raise ValueError("pass both time_column and event_column, or neither (signed-time label column)")
-    table, excluded = _read_label_table(
+    table, excluded = read_label_table(
         labels_csv, task, slide_column, patient_column, label_column, time_column, event_column
     )
     files = discover_features(features_dir)
     alias = {_strip_ext(k): k for k in files if _strip_ext(k) != k}
     used: set[str] = set()
     matched: list[tuple[str, Path]] = []
-    for sid in table:
+    for sid in sorted(table):
         key = sid if sid in files else alias.get(sid)
         if key is None:
             excluded.append(Exclusion(sid, "labelled, but no feature file found"))
@@ -288,8 +205,16 @@ def load_cohort(
         used.add(key)
         matched.append((sid, files[key]))
     excluded.extend(Exclusion(k, "feature file has no row in the labels CSV") for k in files if k not in used)
-    slides = [(sid, read_features(path)) for sid, path in matched]
-    return make_cohort(slides, {sid: table[sid] for sid, _ in matched}, task, exclusions=excluded)
+    slides: list[tuple[str, Rows]] = []
+    unreadable: list[tuple[str, str]] = []
+    for sid, path in matched:
+        try:
+            slides.append((sid, open_rows(path)))
+        except FeatureFileError as exc:
+            unreadable.append((sid, f"cannot read {path}: {exc.reason}"))
+    opts = options or CohortOptions()
+    excluded.extend(refuse_or_exclude(unreadable, opts))
+    return _build(slides, {sid: table[sid] for sid, _ in matched}, task, excluded, opts)
 
 
 def make_cohort(
@@ -297,30 +222,57 @@ def make_cohort(
     labels: dict[str, tuple[str, object]],
     task: str,
     exclusions: Sequence[Exclusion] = (),
+    options: CohortOptions | None = None,
 ) -> SlideCohort:
-    """Build a cohort from in-memory slides and ``{slide_id: (patient_id, label)}``."""
-    sids, arrays = [], []
-    for sid, sf in slides:
-        arr = sf.as_histossl_array()
-        _check_slide(sid, arr)
-        sids.append(sid)
-        arrays.append(np.ascontiguousarray(arr, dtype=np.float32))
-    if not sids:
-        raise CohortError(None, f"no slide has both features and a label ({len(exclusions)} exclusions)")
-    _check_dims(sids, arrays)
-    encoded, names = _encode_labels(task, sids, [labels[s][1] for s in sids])
+    """Build a cohort from in-memory slides and ``{slide_id: (patient_id, label)}`` (order kept)."""
+    arrays = [(sid, np.ascontiguousarray(sf.as_histossl_array(), dtype=np.float32)) for sid, sf in slides]
+    return _build(arrays, labels, task, list(exclusions), options or CohortOptions())
+
+
+def _build(
+    slides: Sequence[tuple[str, Rows]],
+    labels: dict[str, tuple[str, object]],
+    task: str,
+    exclusions: list[Exclusion],
+    opts: CohortOptions,
+) -> SlideCohort:
+    """Screen ``slides`` (policy of ``opts``), encode labels, hold rows in RAM if they fit the budget."""
+    kept: list[tuple[str, Rows]] = []
+    bad: list[tuple[str, str]] = []
+    notices: list[Notice] = []
+    for sid, rows in slides:
+        use, reason, notice = screen_slide(sid, rows, opts)
+        if use is None:
+            bad.append((sid, str(reason)))
+            continue
+        kept.append((sid, use))
+        if notice is not None:
+            notices.append(notice)
+    exclusions.extend(refuse_or_exclude(bad, opts))
+    odd = odd_dimensions([s for s, _ in kept], [r for _, r in kept], opts)
+    exclusions.extend(refuse_or_exclude(odd, opts))
+    odd_ids = {s for s, _ in odd}
+    kept = [(s, r) for s, r in kept if s not in odd_ids]
+    if not kept:
+        raise CohortError(None, f"no slide has both usable features and a label ({len(exclusions)} exclusions)")
+    if sum(r.nbytes for _, r in kept) <= opts.memory_gb * 2**30:
+        kept = [(s, r.load() if isinstance(r, LazyRows) else r) for s, r in kept]
+    sids = [s for s, _ in kept]
+    used = set(sids)
+    encoded, names = encode_labels(task, sids, [labels[s][1] for s in sids])
     return SlideCohort(
         task=task,
         slide_ids=tuple(sids),
         patient_ids=tuple(labels[s][0] for s in sids),
         labels=encoded,
-        features=tuple(arrays),
+        features=tuple(r for _, r in kept),
         class_names=names,
         exclusions=tuple(exclusions),
+        notices=tuple(n for n in notices if n.slide_id in used),
     )
 
 
-def sample_tiles(arr: np.ndarray, n_tiles: int | None, rng: np.random.Generator, mode: str) -> np.ndarray:
+def sample_tiles(arr: Rows, n_tiles: int | None, rng: np.random.Generator, mode: str) -> np.ndarray:
     """Pick at most ``n_tiles`` tiles of one slide.
 
     ``mode='random'``: a random subset in random order (drawn from ``rng``).

@@ -2,12 +2,14 @@
 
 Files written into ``out_dir``:
 
-* ``cv_results.json`` - summary (mean, std), configuration, exclusions, and
-  per fold: selected hyper-parameters, inner grid, test metric per refit
-  epoch, test slide ids, labels and scores;
-* ``cv_folds.csv`` - one row per outer fold;
-* ``cv_predictions.csv`` - one row per test slide (fold, slide, patient,
-  label, scores);
+* ``cv_results.json`` - summary (mean, std; with repeats also per-repeat
+  means and their mean ± std), the protocol (name, tile sampling,
+  description, deviations), configuration, exclusions, notices, and per
+  fold: repeat, split seed, selected hyper-parameters, inner grid, test
+  metric per refit epoch, test slide ids, labels and scores;
+* ``cv_folds.csv`` - one row per outer fold of each repeat;
+* ``cv_predictions.csv`` - one row per test slide and repeat (repeat, fold,
+  slide, patient, label, scores);
 * ``cv_report.png`` - per-fold test metric with the mean ± std, and ROC
   curves (classification) or Kaplan-Meier curves of the predicted high- vs
   low-risk halves (survival).
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from wsistream.mil.cv import CVResult
+from wsistream.mil.protocols import get_protocol
 
 
 def _jsonable(v: Any) -> Any:
@@ -41,6 +44,7 @@ def _jsonable(v: Any) -> Any:
 
 def result_to_dict(result: CVResult) -> dict[str, Any]:
     """JSON-ready dictionary of ``result``."""
+    protocol = get_protocol(result.config["protocol"])
     return _jsonable(
         {
             "task": result.task,
@@ -50,11 +54,26 @@ def result_to_dict(result: CVResult) -> dict[str, Any]:
             "std": result.std,
             "n_slides": result.n_slides,
             "n_patients": result.n_patients,
+            "repeats": {
+                "split_seeds": result.config["split_seeds"],
+                "means": result.repeat_means,
+                "mean_of_means": float(np.mean(result.repeat_means)),
+                "std_of_means": float(np.std(result.repeat_means)),
+            },
+            "protocol": {
+                "name": protocol.name,
+                "tile_sampling": result.config["tile_sampling"],
+                "description": protocol.description,
+                "deviations": result.config["deviations"],
+            },
             "class_names": list(result.class_names),
             "config": result.config,
             "exclusions": [{"slide_id": e.slide_id, "reason": e.reason} for e in result.exclusions],
+            "notices": [{"slide_id": n.slide_id, "message": n.message} for n in result.notices],
             "folds": [
                 {
+                    "repeat": f.repeat,
+                    "split_seed": f.split_seed,
                     "fold": f.fold,
                     "metric": f.metric,
                     "train_metric": f.train_metric,
@@ -76,15 +95,20 @@ def result_to_dict(result: CVResult) -> dict[str, Any]:
     )
 
 
+def _fold_label(result: CVResult, f: Any) -> str:
+    return f"{f.fold}" if result.n_repeats == 1 else f"{f.repeat}.{f.fold}"
+
+
 def _plot_metric(ax: Any, result: CVResult) -> None:
-    ks = [f.fold for f in result.folds]
-    ax.bar(ks, result.metrics, color="#4c72b0")
+    ks = list(range(1, len(result.folds) + 1))
+    ax.bar(ks, result.metrics, color=["#4c72b0" if f.repeat % 2 else "#55a868" for f in result.folds])
     ax.axhline(result.mean, color="k", lw=1.5, label=f"mean {result.mean:.3f} ± {result.std:.3f}")
     ax.axhspan(result.mean - result.std, result.mean + result.std, color="k", alpha=0.1)
     ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance (0.5)")
     for k, v in zip(ks, result.metrics, strict=True):
         ax.text(k, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set(xlabel="outer fold", ylabel=f"test {result.metric_name}", ylim=(0, 1.08), xticks=ks)
+    ax.set(xlabel="outer fold" if result.n_repeats == 1 else "repeat.fold", ylabel=f"test {result.metric_name}")
+    ax.set(ylim=(0, 1.08), xticks=ks, xticklabels=[_fold_label(result, f) for f in result.folds])
     ax.set_title(f"{result.model} - {result.task}: test {result.metric_name} per fold")
     ax.legend(loc="lower right", fontsize=8)
 
@@ -95,7 +119,7 @@ def _plot_roc(ax: Any, result: CVResult) -> None:
     if result.task == "binary":
         for f in result.folds:
             fpr, tpr, _ = roc_curve(f.test_labels, f.test_scores.reshape(-1))
-            ax.plot(fpr, tpr, lw=1.2, label=f"fold {f.fold} (AUC {f.metric:.2f})")
+            ax.plot(fpr, tpr, lw=1.2, label=f"fold {_fold_label(result, f)} (AUC {f.metric:.2f})")
         ax.set_title("ROC per outer fold (test sets)")
     else:
         labels = np.concatenate([f.test_labels for f in result.folds])
@@ -167,6 +191,8 @@ def write_report(result: CVResult, out_dir: str | os.PathLike[str]) -> dict[str,
     paths["json"].write_text(json.dumps(result_to_dict(result), indent=2))
     rows = [
         {
+            "repeat": f.repeat,
+            "split_seed": f.split_seed,
             "fold": f.fold,
             result.metric_name: f.metric,
             f"train_{result.metric_name}": f.train_metric,
@@ -183,7 +209,8 @@ def write_report(result: CVResult, out_dir: str | os.PathLike[str]) -> dict[str,
     preds = []
     for f in result.folds:
         for i, sid in enumerate(f.test_slide_ids):
-            row: dict[str, Any] = {"fold": f.fold, "slide_id": sid, "patient_id": f.test_patient_ids[i]}
+            row: dict[str, Any] = {"repeat": f.repeat, "fold": f.fold, "slide_id": sid}
+            row["patient_id"] = f.test_patient_ids[i]
             row["label"] = f.test_labels[i]
             for c in range(f.test_scores.shape[1]):
                 row[f"score_{c}"] = f.test_scores[i, c]

@@ -19,7 +19,7 @@ from torch import nn
 from wsistream.mil.data import SlideCohort, pad_batch, sample_tiles
 from wsistream.mil.objectives import make_criterion, task_metric
 
-TILE_SAMPLING = ("random", "first")
+TILE_SAMPLING = ("first", "random")
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,13 @@ class TrainConfig:
     n_tiles : int or None
         Tiles per slide per step (reference 1000); ``None`` uses all tiles.
     tile_sampling : str
-        ``random`` - a fresh random subset of ``n_tiles`` tiles per slide per
-        training step, and a fixed random subset for scoring; ``first`` - the
-        reference code's effective behaviour (the first ``n_tiles`` rows,
-        shuffled), see :func:`~wsistream.mil.data.sample_tiles`.
+        ``first`` - the reference code's behaviour (the first ``n_tiles`` rows,
+        shuffled at every pass; protocol ``histossl``); ``random`` - a fresh
+        random subset of ``n_tiles`` tiles per slide per training step, and a
+        fixed random subset for scoring (protocol ``random-tiles``); see
+        :func:`~wsistream.mil.data.sample_tiles`. The default here stays
+        ``random`` (callers such as ``slide_ssl``'s probe rely on it);
+        :class:`~wsistream.mil.cv.NestedCVConfig` takes its protocol's.
     device : str
         Torch device (``cpu``, ``cuda``, ``cuda:1``...).
     """
@@ -103,7 +106,12 @@ def _batches(idx: np.ndarray, batch_size: int, rng: np.random.Generator) -> list
 def predict(
     model: nn.Module, cohort: SlideCohort, idx: Sequence[int] | np.ndarray, config: TrainConfig, seed: int
 ) -> np.ndarray:
-    """Logits (len(idx), outputs) of ``model`` in eval mode on a fixed, seeded tile subset per slide."""
+    """Logits (len(idx), outputs) of ``model`` in eval mode on a fixed, seeded tile subset per slide.
+
+    The subset of the slide at position ``j`` of ``idx`` is drawn from
+    ``default_rng([seed, j])``: it depends on the slide's place in the
+    (slide-id ordered) evaluation set, not on its index in the cohort.
+    """
     idx = np.asarray(idx)
     model.eval()
     out = []
@@ -114,10 +122,10 @@ def predict(
                 sample_tiles(
                     cohort.features[i],
                     config.n_tiles,
-                    np.random.default_rng([seed, int(i)]),
+                    np.random.default_rng([seed, start + j]),
                     config.tile_sampling,
                 )
-                for i in chunk
+                for j, i in enumerate(chunk)
             ]
             x, mask = pad_batch(arrays)
             out.append(model(x.to(config.device), mask.to(config.device)).float().cpu())
