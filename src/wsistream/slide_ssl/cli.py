@@ -37,7 +37,7 @@ def slide_pretrain(
     out: Path = typer.Option(..., "--out", help="Output folder: checkpoint.pt, loss.csv, loss.png, slide_encoder.pt."),
     steps: int = typer.Option(1000, help="Optimizer steps."),
     batch_size: int = typer.Option(1, help="Slides per micro-batch and process."),
-    grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [preset: dino 1, dinov2 32]."),
+    grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [preset: dino 1, dinov2 1, dinov2-grid 32]."),
     dim: int | None = typer.Option(None, help="Encoder width D [768]."),
     depth: int | None = typer.Option(None, help="Encoder layers [12]."),
     heads: int | None = typer.Option(None, help="Attention heads [16]."),

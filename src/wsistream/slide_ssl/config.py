@@ -205,8 +205,11 @@ class OptimConfig:
     weight decay 0.04 -> 0.4 cosine, clip 3 per parameter (``utils.clip_gradients``), last layer frozen
     for the first epoch, no gradient accumulation (``dino/main.py`` never reads ``--gc``).
     DINOv2 presets: base lr at batch 1024 with ``sqrt_wrt_1024`` scaling, weight decay 0.04 -> 0.2,
-    global-norm clip 3, input projection lr x0.2 (``patch_embed_lr_mult``), accumulation ``gc=32``
-    (SLP ``dinov2/train/train.py`` steps every ``cfg.gc`` iterations and divides the loss by it).
+    global-norm clip 3, input projection lr x0.2 (``patch_embed_lr_mult``). Gradient accumulation: the
+    ``dinov2`` reference steps after every slide (SLP ``dinov2/train/train.py`` l.301-317 zeroes and steps
+    each iteration; its ``--gc`` is parsed but unused), only ``dinov2_with_new_settings`` accumulates
+    ``gc=32`` (its ``train.py`` l.276-296 steps every ``cfg.gc`` iterations, ``ssl_meta_arch.py`` l.386
+    divides the loss by it) -- the seed lists accumulation as one of that variant's changes.
     ``scale_with_accumulation=False`` follows the reference: the lr scaling batch is
     ``batch_size * world_size``, not counting accumulation.
     """
@@ -307,7 +310,8 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
         crops, obj, opt = CropConfig(), ObjectiveConfig(), OptimConfig()
     elif method == "dinov2":
         # run_dinov2.sh: GLOBAL_CROPS_SCALE=1.0 ("0.95 gives bugs for one particular image"), LOCAL 0.5;
-        # slide_encoder.yaml: 8192 prototypes, koleo 0, warm-up 3 of 10 epochs, wd end 0.2, base lr 2e-4, gc 32.
+        # slide_encoder.yaml: 8192 prototypes, koleo 0, warm-up 3 of 10 epochs, wd end 0.2, base lr 2e-4;
+        # dinov2/train/train.py l.301-317 steps after every slide (no accumulation).
         crops = CropConfig(global_scale=1.0, local_scale=0.5, equalize=True)
         obj = ObjectiveConfig(
             norm_last_layer=False,
@@ -324,7 +328,6 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
             weight_decay_end=0.2,
             clip_mode="global",
             input_proj_lr_mult=0.2,
-            grad_accum=32,
         )
     else:
         # dinov2_with_new_settings: run_dinov2.sh GLOBAL 0.875 / LOCAL 0.375; slide_encoder.yaml: separate iBOT
