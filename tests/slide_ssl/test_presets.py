@@ -42,8 +42,8 @@ _SHARED_ENCODER = [
 ]
 
 PRESETS: dict[str, list[tuple[str, object, str]]] = {
-    "dino": _SHARED_ENCODER
-    + [
+    "dino": [
+        *_SHARED_ENCODER,
         ("crops.mode", "coords", "SLP dino/datasets/slide_dataset.py get_crop over coordinates"),
         ("crops.global_scale", 0.95, "SLP dino/run_main.sh:23 GLOBAL_CROPS_SCALE=0.95"),
         ("crops.local_scale", 0.5, "SLP dino/run_main.sh:24 LOCAL_CROPS_SCALE=0.5"),
@@ -64,8 +64,8 @@ PRESETS: dict[str, list[tuple[str, object, str]]] = {
         ("optim.input_proj_lr_mult", 1.0, "dino/main.py: one lr for all parameters"),
         ("optim.grad_accum", 1, "SLP dino/main.py steps every iteration; --gc (params.py:96) is never read"),
     ],
-    "dinov2": _SHARED_ENCODER
-    + [
+    "dinov2": [
+        *_SHARED_ENCODER,
         ("crops.mode", "coords", "SLP dinov2/data/slide_dataset.py crops over coordinates"),
         ("crops.global_scale", 1.0, "SLP run_dinov2.sh:9 GLOBAL_CROPS_SCALE=1.0"),
         ("crops.local_scale", 0.5, "SLP run_dinov2.sh:10 LOCAL_CROPS_SCALE=0.5"),
@@ -89,8 +89,8 @@ PRESETS: dict[str, list[tuple[str, object, str]]] = {
         ("optim.input_proj_lr_mult", 0.2, "SLP dinov2/configs/train/slide_encoder.yaml:27"),
         ("optim.grad_accum", 1, "SLP dinov2/train/train.py:301-317 zero_grad + step every iteration"),
     ],
-    "dinov2-grid": _SHARED_ENCODER
-    + [
+    "dinov2-grid": [
+        *_SHARED_ENCODER,
         ("crops.mode", "grid", "V2NEW dinov2/data/slide_dataset.py compact square grid"),
         ("crops.global_scale", 0.875, "V2NEW run_dinov2.sh:9 GLOBAL_CROPS_SCALE=0.875"),
         ("crops.local_scale", 0.375, "V2NEW run_dinov2.sh:10 LOCAL_CROPS_SCALE=0.375"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from wsistream.errors import WsiStreamError
 from wsistream.features.formats import FeatureFileError
 from wsistream.slide_ssl.batch import ViewBatch, build_view_batch
 from wsistream.slide_ssl.config import PretrainConfig
-from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens
+from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens, read_slide_ids
 from wsistream.slide_ssl.objective import SSLModel, build_schedules
 from wsistream.slide_ssl.runlog import (
     DistContext,
@@ -184,6 +185,7 @@ def pretrain(
     stop_after: int | None = None,
     progress: bool = True,
     tile_size: float | None = None,
+    exclude: str | os.PathLike[str] | Iterable[str] | None = None,
 ) -> PretrainResult:
     """Pretrain a slide encoder on a feature folder (or a scanned :class:`SlideCohort`).
 
@@ -192,7 +194,10 @@ def pretrain(
     ``cfg.steps`` are done, ``slide_encoder.pt`` (teacher backbone + encoder config). With ``resume=True`` an
     existing ``checkpoint.pt`` is continued. ``stop_after`` ends the run early after that many steps in total
     (an interruption, for tests and time-boxed jobs). Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes
-    its own slides and gradients are averaged.
+    its own slides and gradients are averaged. ``exclude`` (a CSV with a ``slide_id`` column, a text file, a
+    comma-separated string or a list; :func:`~wsistream.slide_ssl.data.read_slide_ids`) removes evaluation
+    slides before training, as SLP's ``--exclude_data_path`` does; they are recorded as ``excluded`` in
+    ``skipped.jsonl``. The slide ids trained on are stored in ``slide_encoder.pt`` so that a probe on them warns.
     """
     ctx = init_distributed()
     out = Path(out_dir)
@@ -203,6 +208,8 @@ def pretrain(
         cohort = SlideCohort.scan(
             features, min_tiles=cfg.crops.min_tiles, input_dim=cfg.encoder.in_dim, tile_size=tile_size
         )
+    if exclude is not None:
+        cohort = cohort.without(read_slide_ids(exclude))
     if cohort.dim != cfg.encoder.in_dim:
         raise ValueError(
             f"features have dimension {cohort.dim} but encoder.in_dim={cfg.encoder.in_dim}; pass in_dim={cohort.dim}"
@@ -313,6 +320,7 @@ def pretrain(
                     "encoder": cfg.to_dict()["encoder"],
                     "state_dict": model.teacher["backbone"].state_dict(),
                     "step": cfg.steps,
+                    "slide_ids": list(cohort.slide_ids),
                 },
                 encoder_path,
             )
