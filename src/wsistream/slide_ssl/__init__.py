@@ -69,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "ProbeScores": "probe",
     # synthetic data
     "make_spatial_cohort": "synthetic",
+    "make_arrangement_cohort": "synthetic",
     "SyntheticCohort": "synthetic",
 }
 

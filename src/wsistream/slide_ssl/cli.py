@@ -70,7 +70,9 @@ def slide_pretrain(
     ),
     seed: int = typer.Option(0, help="Seed of model init, slide order, crops and masks."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
-    precision: str = typer.Option("auto", help="auto (bf16 on GPU) | fp32 | bf16."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (loss-scaled, as the references) [auto]."
+    ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:

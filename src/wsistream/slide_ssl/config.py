@@ -257,6 +257,11 @@ class PretrainConfig:
     """One pretraining run. ``steps`` counts optimizer steps; ``batch_size`` slides per micro-batch and rank.
 
     ``batch_size=1`` is SLP's ``BATCH_SIZE_PER_GPU=1``; ``seed=0`` (params.py).
+    ``precision``: ``"auto"`` = bf16 autocast on GPU, fp32 on CPU; ``"fp16"`` = float16 autocast with a
+    dynamic loss scaler, as the references train (SLP ``dino/run_main.sh`` l.11 ``USE_FP16=True`` and
+    ``dino/main.py`` l.116-118 ``GradScaler``; ``dinov2/configs/train/slide_encoder.yaml`` l.33
+    ``grad_scaler: true``): gradients are unscaled before clipping and a step with inf / NaN gradients
+    is skipped by the scaler.
     """
 
     method: Method = "dino"
@@ -268,7 +273,7 @@ class PretrainConfig:
     batch_size: int = 1
     seed: int = 0
     checkpoint_every: int = 100
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
         _check(self.method in METHODS, f"method={self.method!r}; pass one of {', '.join(METHODS)}")
@@ -276,7 +281,8 @@ class PretrainConfig:
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(
-            self.precision in ("auto", "fp32", "bf16"), f"precision={self.precision!r}; pass 'auto', 'fp32' or 'bf16'"
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            f"precision={self.precision!r}; pass 'auto', 'fp32', 'bf16' or 'fp16'",
         )
 
     def to_dict(self) -> dict[str, Any]:
