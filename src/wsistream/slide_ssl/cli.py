@@ -46,15 +46,19 @@ def slide_pretrain(
     heads: int | None = typer.Option(None, help="Attention heads [16]."),
     ffn_dim: int | None = typer.Option(None, help="FFN width [3072]."),
     segment_lengths: str | None = typer.Option(
-        None, help="Dilated-attention segment lengths, e.g. 1024,2048,4096,8192,16384."
+        None, help="Dilated-attention segment lengths [1024,2048,4096,8192,16384]."
     ),
-    dilations: str | None = typer.Option(None, help="Dilation ratio per segment length, e.g. 1,2,4,8,16."),
+    dilations: str | None = typer.Option(None, help="Dilation ratio per segment length [1,2,4,8,16]."),
     checkpoint_layers: bool = typer.Option(
         False, "--checkpoint-layers/--no-checkpoint-layers", help="Recompute layer activations in backward."
     ),
     out_dim: int | None = typer.Option(None, help="DINO head prototypes [8192]."),
     ibot_out_dim: int | None = typer.Option(None, help="Separate iBOT head prototypes [dinov2-grid: 65536]."),
-    base_lr: float | None = typer.Option(None, help="Base learning rate before batch scaling [preset]."),
+    base_lr: float | None = typer.Option(
+        None,
+        help="Base learning rate before batch scaling "
+        "[preset: dino 5e-4 x B/256, dinov2 2e-4 x sqrt(B/1024), dinov2-grid 4e-3 x sqrt(B/1024)].",
+    ),
     n_local: int | None = typer.Option(None, help="Local crops per slide [8]."),
     max_tiles: int | None = typer.Option(None, help="Global-crop token cap [8192]."),
     min_tiles: int | None = typer.Option(None, help="Slides with fewer usable tiles are skipped [16]."),
