@@ -7,7 +7,11 @@ LayerNorm, concatenated, optionally followed by the mean input tile embedding.
 Slides with more than ``max_tiles`` tiles are encoded on a random subset
 (``max_tiles: 8192`` in ``task_configs/mutation_5_gene_freeze.yaml``).
 
-Probe: for each of ``repeats`` random 70/10/20 train/val/test splits (or each
+The seed's own probe (a linear head trained 10 epochs, last epoch kept; ``slide-probe``'s default) is
+:func:`~wsistream.slide_ssl.linear_head.head_probe`, on :func:`reference_splits`. This module's
+:func:`linear_probe` is the scikit-learn alternative (``--probe logreg``).
+
+Logistic-regression probe: for each of ``repeats`` random 70/10/20 train/val/test splits (or each
 fold of :func:`kfold_splits`, the seed document's 10-fold cross-validation) and each
 label, standardise on train, fit an L2 logistic regression for every ``C`` in
 the grid, keep the ``C`` with the best validation AUROC, report test AUROC and
