@@ -81,3 +81,18 @@ def test_bad_options_are_reported(tmp_path):
     (tmp_path / "bad.csv").write_text("id\nslide_000\n")
     res = runner.invoke(app, [*args, "--exclude", str(tmp_path / "bad.csv")])
     assert res.exit_code != 0 and "'slide_id'" in res.output and "bad.csv" in res.output
+
+
+def test_help_shows_every_preset_default():
+    # rich markup swallowed "[preset: ...]" help texts; these defaults must survive rendering
+    res = CliRunner().invoke(app, ["slide-pretrain", "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for shown in (
+        "dinov2-grid 32",
+        "dinov2-grid 65536",
+        "dino 5e-4 x B/256",
+        "[1024,2048,4096,8192,16384]",
+        "[1,2,4,8,16]",
+    ):
+        assert shown in text, shown

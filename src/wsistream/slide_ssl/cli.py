@@ -39,7 +39,7 @@ def slide_pretrain(
     steps: int = typer.Option(1000, help="Optimizer steps."),
     batch_size: int = typer.Option(1, help="Slides per micro-batch and process."),
     grad_accum: int | None = typer.Option(
-        None, help="Micro-batches per optimizer step [preset: dino 1, dinov2 1, dinov2-grid 32]."
+        None, help="Micro-batches per optimizer step (default: preset, dino 1, dinov2 1, dinov2-grid 32)."
     ),
     dim: int | None = typer.Option(None, help="Encoder width D [768]."),
     depth: int | None = typer.Option(None, help="Encoder layers [12]."),
@@ -53,11 +53,13 @@ def slide_pretrain(
         False, "--checkpoint-layers/--no-checkpoint-layers", help="Recompute layer activations in backward."
     ),
     out_dim: int | None = typer.Option(None, help="DINO head prototypes [8192]."),
-    ibot_out_dim: int | None = typer.Option(None, help="Separate iBOT head prototypes [dinov2-grid: 65536]."),
+    ibot_out_dim: int | None = typer.Option(
+        None, help="Separate iBOT head prototypes (default: preset, dinov2-grid 65536)."
+    ),
     base_lr: float | None = typer.Option(
         None,
         help="Base learning rate before batch scaling "
-        "[preset: dino 5e-4 x B/256, dinov2 2e-4 x sqrt(B/1024), dinov2-grid 4e-3 x sqrt(B/1024)].",
+        "(default: preset, dino 5e-4 x B/256, dinov2 2e-4 x sqrt(B/1024), dinov2-grid 4e-3 x sqrt(B/1024)).",
     ),
     n_local: int | None = typer.Option(None, help="Local crops per slide [8]."),
     max_tiles: int | None = typer.Option(None, help="Global-crop token cap [8192]."),
@@ -70,12 +72,12 @@ def slide_pretrain(
         None,
         "--exclude",
         help="Slides to leave out of pretraining (the evaluation slides): a CSV with a slide_id column, a text "
-        "file with one id per line, or a comma-separated list [none].",
+        "file with one id per line, or a comma-separated list (default: none).",
     ),
     seed: int = typer.Option(0, help="Seed of model init, slide order, crops and masks."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     precision: str = typer.Option(
-        "auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (loss-scaled, as the references) [auto]."
+        "auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (loss-scaled, as the references)."
     ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
