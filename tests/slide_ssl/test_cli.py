@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from wsistream.slide_ssl.cli import app
@@ -19,39 +20,54 @@ TINY = [
 def test_pretrain_then_probe(tmp_path):
     syn = make_spatial_cohort(tmp_path / "feats", n_slides=12, dim=8, n_labels=2, side=(6, 7), seed=0)
     (tmp_path / "feats" / "broken.h5").write_bytes(b"junk")
+    held_out = ",".join(f"slide_{i:03d}.h5" for i in range(8, 12))  # suffixes are ignored when matching ids
     runner = CliRunner()
     res = runner.invoke(
         app, ["slide-pretrain", "--features", str(syn.root), "--method", "dinov2-grid", "--out", str(tmp_path / "run"),
-              "--steps", "3", "--checkpoint-every", "2", *TINY],
+              "--steps", "3", "--checkpoint-every", "2", "--exclude", held_out, *TINY],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "12 slides used, 1 skipped" in res.output
+    assert "8 slides used, 1 skipped, 4 excluded" in res.output
     for name in ("checkpoint.pt", "slide_encoder.pt", "loss.csv", "loss.png", "skipped.jsonl"):
         assert (tmp_path / "run" / name).exists(), name
+    assert (tmp_path / "run" / "skipped.jsonl").read_text().count('"excluded"') == 4
 
-    res = runner.invoke(
-        app, ["slide-probe", "--encoder", str(tmp_path / "run" / "slide_encoder.pt"), "--features", str(syn.root),
-              "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe"), "--repeats", "2",
-              "--layers", "-1", "--abmil-epochs", "1"],
-    )  # fmt: skip
-    kfold = runner.invoke(
-        app, ["slide-probe", "--encoder", str(tmp_path / "run" / "slide_encoder.pt"), "--features", str(syn.root),
-              "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe-kfold"), "--cv", "kfold",
-              "--folds", "4", "--no-abmil", "--no-random-baseline"],
-    )  # fmt: skip
-    assert kfold.exit_code == 0, kfold.output
-    assert json.loads((tmp_path / "probe-kfold" / "probe.json").read_text())["results"][0]["repeats"] == 4
+    encoder = str(tmp_path / "run" / "slide_encoder.pt")
+    with pytest.warns(UserWarning, match="8 of the 12 probed slides were in its pretraining cohort"):
+        res = runner.invoke(
+            app, ["slide-probe", "--encoder", encoder, "--features", str(syn.root), "--labels", str(syn.labels_csv),
+                  "--out", str(tmp_path / "probe"), "--repeats", "2", "--random-inits", "2", "--abmil-epochs", "1",
+                  "--head-epochs", "2", "--layers", "-1"],
+        )  # fmt: skip
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert summary["protocol"] == {"probe": "head", "cv": "reference", "splits": 2, "layers": [-1], "concat_mean": True}
+    assert summary["notes"][0].startswith("WARNING: 8 probed slides")
     names = [r["name"] for r in summary["results"]]
-    assert names[:2] == ["pretrained (slide_encoder.pt)", "random-init encoder"]
+    assert names[:3] == [
+        "pretrained (slide_encoder.pt)", "random-init encoder (init seed 0)", "random-init encoder (init seed 1)"
+    ]  # fmt: skip
     assert summary["labels"] == ["label0", "label1"] and summary["n_slides"] == 12
     has_abmil = "ABMIL (wsistream.mil)" in names
     assert has_abmil or any("ABMIL baseline skipped" in n for n in summary["notes"])
     for r in summary["results"]:
-        assert 0.0 <= r["auroc_mean"] <= 1.0 and set(r["per_label_auroc"]) == {"label0", "label1"}
+        assert 0.0 <= r["auroc_mean"] <= 1.0 and set(r["per_label_auroc_std"]) == {"label0", "label1"}
     assert (tmp_path / "probe" / "probe_scores.csv").read_text().count("\n") == 1 + 2 * 2 * len(names)
-    assert "AUROC" in res.output
+    assert "label1" in res.output and "macro" in res.output and "AUPRC" in res.output
+
+    kfold = runner.invoke(
+        app, ["slide-probe", "--encoder", encoder, "--features", str(syn.root), "--labels", str(syn.labels_csv),
+              "--out", str(tmp_path / "probe-kfold"), "--probe", "logreg", "--cv", "kfold", "--folds", "4",
+              "--no-abmil", "--random-inits", "0", "--layers", "-1"],
+    )  # fmt: skip
+    assert kfold.exit_code == 0, kfold.output
+    result = json.loads((tmp_path / "probe-kfold" / "probe.json").read_text())["results"]
+    assert len(result) == 1 and result[0]["repeats"] == 4
+    bad = runner.invoke(
+        app, ["slide-probe", "--encoder", encoder, "--features", str(syn.root), "--labels", str(syn.labels_csv),
+              "--out", str(tmp_path / "p3")],
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "the encoder has 1 layers" in bad.output  # default -4..-1 needs >= 4 layers
 
 
 def test_bad_options_are_reported(tmp_path):
@@ -62,3 +78,21 @@ def test_bad_options_are_reported(tmp_path):
     assert res.exit_code != 0 and "pass one of dino, dinov2, dinov2-grid" in res.output
     res = runner.invoke(app, [*args, "--dilations", "1,x"])
     assert res.exit_code != 0 and "comma-separated integers" in res.output
+    (tmp_path / "bad.csv").write_text("id\nslide_000\n")
+    res = runner.invoke(app, [*args, "--exclude", str(tmp_path / "bad.csv")])
+    assert res.exit_code != 0 and "'slide_id'" in res.output and "bad.csv" in res.output
+
+
+def test_help_shows_every_preset_default():
+    # rich markup swallowed "[preset: ...]" help texts; these defaults must survive rendering
+    res = CliRunner().invoke(app, ["slide-pretrain", "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for shown in (
+        "dinov2-grid 32",
+        "dinov2-grid 65536",
+        "dino 5e-4 x B/256",
+        "[1024,2048,4096,8192,16384]",
+        "[1,2,4,8,16]",
+    ):
+        assert shown in text, shown

@@ -42,7 +42,7 @@ def test_reference_presets():
         0.07,
         0.992,
     )
-    assert v2.optim.grad_accum == 32 and v2.optim.lr_scaling == "sqrt_1024"
+    assert v2.optim.grad_accum == 1 and grid.optim.grad_accum == 32 and v2.optim.lr_scaling == "sqrt_1024"
     assert grid.crops.mode == "grid" and (grid.crops.global_scale, grid.crops.local_scale) == (0.875, 0.375)
     assert grid.objective.ibot_separate_head and grid.objective.ibot_out_dim == 65536
 

@@ -111,3 +111,16 @@ def test_non_finite_losses_skip_steps_then_abort(tiny_config, feature_dir, tmp_p
     monkeypatch.setattr(SSLModel, "forward_loss", lambda self, b, t: {"loss": torch.tensor(float("nan"))})
     with pytest.raises(PretrainError, match="5 steps in a row"):
         pretrain(feature_dir, tmp_path / "b", tiny_config("dino", steps=8), progress=False)
+
+
+def test_fp16_mode_scales_the_loss_and_resumes_exactly(tiny_config, feature_dir, tmp_path):
+    cfg = tiny_config("dino", steps=4, checkpoint_every=2, precision="fp16")
+    full = pretrain(feature_dir, tmp_path / "full", cfg, progress=False)
+    assert all(torch.isfinite(torch.tensor(full.losses)))
+    state = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=True)
+    assert state["scaler"]["scale"] > 0  # GradScaler state is checkpointed (dino/main.py l.169-170)
+    fp32 = pretrain(feature_dir, tmp_path / "fp32", dataclasses.replace(cfg, precision="fp32"), progress=False)
+    assert full.losses != fp32.losses  # the forward really ran in float16
+    assert abs(full.losses[0] - fp32.losses[0]) < 0.05 * abs(fp32.losses[0])
+    pretrain(feature_dir, tmp_path / "part", cfg, progress=False, stop_after=2)
+    assert pretrain(feature_dir, tmp_path / "part", cfg, progress=False).losses == full.losses

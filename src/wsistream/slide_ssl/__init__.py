@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "SlideTokens": "data",
     "SkipRecord": "data",
     "tile_grid": "data",
+    "read_slide_ids": "data",
+    "slide_key": "data",
     "Crop": "crops",
     "CropBox": "crops",
     "coordinate_crop": "crops",
@@ -56,12 +58,18 @@ _EXPORTS: dict[str, str] = {
     "embed_slides": "probe",
     "repeated_splits": "probe",
     "kfold_splits": "probe",
+    "reference_splits": "probe",
+    "pretraining_overlap": "probe",
+    "binary_metrics": "probe",
+    "head_probe": "linear_head",
+    "HeadProbeConfig": "linear_head",
     "Split": "probe",
     "linear_probe": "probe",
     "abmil_probe": "probe",
     "ProbeScores": "probe",
     # synthetic data
     "make_spatial_cohort": "synthetic",
+    "make_arrangement_cohort": "synthetic",
     "SyntheticCohort": "synthetic",
 }
 

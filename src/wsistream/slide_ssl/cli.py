@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +38,29 @@ def slide_pretrain(
     out: Path = typer.Option(..., "--out", help="Output folder: checkpoint.pt, loss.csv, loss.png, slide_encoder.pt."),
     steps: int = typer.Option(1000, help="Optimizer steps."),
     batch_size: int = typer.Option(1, help="Slides per micro-batch and process."),
-    grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [preset: dino 1, dinov2 32]."),
+    grad_accum: int | None = typer.Option(
+        None, help="Micro-batches per optimizer step (default: preset, dino 1, dinov2 1, dinov2-grid 32)."
+    ),
     dim: int | None = typer.Option(None, help="Encoder width D [768]."),
     depth: int | None = typer.Option(None, help="Encoder layers [12]."),
     heads: int | None = typer.Option(None, help="Attention heads [16]."),
     ffn_dim: int | None = typer.Option(None, help="FFN width [3072]."),
     segment_lengths: str | None = typer.Option(
-        None, help="Dilated-attention segment lengths, e.g. 1024,2048,4096,8192,16384."
+        None, help="Dilated-attention segment lengths [1024,2048,4096,8192,16384]."
     ),
-    dilations: str | None = typer.Option(None, help="Dilation ratio per segment length, e.g. 1,2,4,8,16."),
+    dilations: str | None = typer.Option(None, help="Dilation ratio per segment length [1,2,4,8,16]."),
     checkpoint_layers: bool = typer.Option(
         False, "--checkpoint-layers/--no-checkpoint-layers", help="Recompute layer activations in backward."
     ),
     out_dim: int | None = typer.Option(None, help="DINO head prototypes [8192]."),
-    ibot_out_dim: int | None = typer.Option(None, help="Separate iBOT head prototypes [dinov2-grid: 65536]."),
-    base_lr: float | None = typer.Option(None, help="Base learning rate before batch scaling [preset]."),
+    ibot_out_dim: int | None = typer.Option(
+        None, help="Separate iBOT head prototypes (default: preset, dinov2-grid 65536)."
+    ),
+    base_lr: float | None = typer.Option(
+        None,
+        help="Base learning rate before batch scaling "
+        "(default: preset, dino 5e-4 x B/256, dinov2 2e-4 x sqrt(B/1024), dinov2-grid 4e-3 x sqrt(B/1024)).",
+    ),
     n_local: int | None = typer.Option(None, help="Local crops per slide [8]."),
     max_tiles: int | None = typer.Option(None, help="Global-crop token cap [8192]."),
     min_tiles: int | None = typer.Option(None, help="Slides with fewer usable tiles are skipped [16]."),
@@ -59,15 +68,23 @@ def slide_pretrain(
     tile_size: float | None = typer.Option(
         None, help="Level-0 tile step in px for .h5 coords (default: from attributes)."
     ),
+    exclude: str | None = typer.Option(
+        None,
+        "--exclude",
+        help="Slides to leave out of pretraining (the evaluation slides): a CSV with a slide_id column, a text "
+        "file with one id per line, or a comma-separated list (default: none).",
+    ),
     seed: int = typer.Option(0, help="Seed of model init, slide order, crops and masks."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
-    precision: str = typer.Option("auto", help="auto (bf16 on GPU) | fp32 | bf16."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (loss-scaled, as the references)."
+    ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Pretrain a LongNet slide encoder with DINO / DINOv2 on coordinate crops (torchrun-aware)."""
     from wsistream.slide_ssl.config import method_preset
-    from wsistream.slide_ssl.data import SlideCohort
+    from wsistream.slide_ssl.data import SlideCohort, read_slide_ids
     from wsistream.slide_ssl.train import pretrain
 
     try:
@@ -86,6 +103,7 @@ def slide_pretrain(
             optim=_set(cfg.optim, grad_accum=grad_accum, base_lr=base_lr),
         )
         cohort = SlideCohort.scan(features, min_tiles=cfg.crops.min_tiles, tile_size=tile_size)
+        exclude_ids = read_slide_ids(exclude) if exclude else None
         encoder = _set(
             cfg.encoder,
             in_dim=cohort.dim,
@@ -100,10 +118,13 @@ def slide_pretrain(
         cfg = dataclasses.replace(cfg, encoder=encoder)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result = pretrain(cohort, out, cfg, resume=resume, progress=progress, tile_size=tile_size)
+    result = pretrain(cohort, out, cfg, resume=resume, progress=progress, tile_size=tile_size, exclude=exclude_ids)
     skipped = sum(1 for s in result.skips if s.action == "skipped")
+    excluded = sum(1 for s in result.skips if s.action == "excluded")
     last = result.history[-1] if result.history else {}
-    typer.echo(f"{len(cohort)} slides used, {skipped} skipped (see {out / 'skipped.jsonl'})")
+    typer.echo(
+        f"{len(cohort) - excluded} slides used, {skipped} skipped, {excluded} excluded (see {out / 'skipped.jsonl'})"
+    )
     typer.echo(f"step {last.get('step', 0)}/{cfg.steps}, loss {last.get('loss', float('nan')):.4f}; wrote {out}")
 
 
@@ -127,74 +148,124 @@ def slide_probe(
     features: Path = typer.Option(..., "--features", help="Folder of tile features of the labelled slides."),
     labels: Path = typer.Option(..., "--labels", help="CSV: slide_id plus one 0/1 column per label (blank = missing)."),
     out: Path = typer.Option(..., "--out", help="Output folder for probe.json and probe_scores.csv."),
-    repeats: int = typer.Option(10, help="Random 70/10/20 splits (with --cv repeated)."),
-    cv: str = typer.Option("repeated", help="'repeated' random splits, or 'kfold': every slide tested once."),
-    folds: int = typer.Option(10, help="Folds with --cv kfold (the seed's LUAD task: 10)."),
-    layers: str = typer.Option("-1", help="Encoder layers whose CLS to concatenate, e.g. -4,-3,-2,-1."),
+    probe: str = typer.Option(
+        "head", help="'head': the seed's linear head, 10 epochs, last epoch kept; 'logreg': scikit-learn, C on val."
+    ),
+    repeats: int = typer.Option(10, help="Random 70/10/20 splits (--cv reference or repeated)."),
+    cv: str = typer.Option(
+        "reference",
+        help="'reference': SLP's train_test_split splits (random_state = seed + split); 'repeated': seeded "
+        "random splits; 'kfold': every slide tested once.",
+    ),
+    folds: int = typer.Option(10, help="Folds with --cv kfold."),
+    layers: str = typer.Option("-4,-3,-2,-1", help="Encoder layers whose CLS to concatenate (SLP: 9-10-11-12)."),
     concat_mean: bool = typer.Option(True, "--concat-mean/--no-concat-mean", help="Append the mean input embedding."),
-    random_baseline: bool = typer.Option(
-        True, "--random-baseline/--no-random-baseline", help="Also probe a random-init encoder."
+    head_epochs: int = typer.Option(10, help="Epochs of the linear head (--probe head)."),
+    random_inits: int = typer.Option(
+        1, help="Random-init encoders of the same architecture probed alongside (0: none)."
     ),
     abmil: bool = typer.Option(
         True, "--abmil/--no-abmil", help="ABMIL of wsistream.mil on the same splits, if installed."
     ),
     abmil_epochs: int = typer.Option(20, help="ABMIL training epochs."),
     max_tiles: int = typer.Option(8192, help="Tiles per slide for embedding (random subset beyond)."),
-    seed: int = typer.Option(0, help="Seed of the splits and subsets."),
+    seed: int = typer.Option(0, help="Seed of the splits, subsets, heads and random inits."),
 ) -> None:
-    """Linear probe (AUROC / AUPRC mean ± std over repeated splits or k folds) of slide embeddings."""
-    import torch
+    """Probe slide embeddings: AUROC / AUPRC per label, mean ± std over splits (seed 004's table)."""
+    from wsistream.slide_ssl.probe import abmil_probe, load_encoder, pretraining_overlap
 
-    from wsistream.slide_ssl.data import SlideCohort
-    from wsistream.slide_ssl.encoder import SlideEncoder
-    from wsistream.slide_ssl.probe import (
-        abmil_probe,
-        embed_slides,
-        kfold_splits,
-        linear_probe,
-        load_encoder,
-        repeated_splits,
-    )
-
-    if cv not in ("repeated", "kfold"):
-        raise typer.BadParameter(f"--cv must be 'repeated' or 'kfold', got {cv!r}")
-
+    if probe not in ("head", "logreg"):
+        raise typer.BadParameter(f"--probe must be 'head' or 'logreg', got {probe!r}")
+    if cv not in ("reference", "repeated", "kfold"):
+        raise typer.BadParameter(f"--cv must be 'reference', 'repeated' or 'kfold', got {cv!r}")
     names, table = _read_labels(labels)
     enc = load_encoder(encoder)
-    cohort = SlideCohort.scan(features, min_tiles=1, input_dim=enc.cfg.in_dim)
-    keep = [i for i, s in enumerate(cohort.slide_ids) if s in table]
-    if len(keep) < 3:
-        raise typer.BadParameter(f"only {len(keep)} slides of {features} have labels in {labels}; need at least 3")
-    sub = cohort.subset(keep)
-    y = np.array([table[s] for s in sub.slide_ids], dtype=np.float64)
-    if cv == "kfold":
-        splits = kfold_splits(len(sub), folds=folds, seed=seed)
-    else:
-        splits = repeated_splits(len(sub), repeats=repeats, seed=seed)
+    sub, y, notes = _labelled_cohort(features, labels, table, enc.cfg.in_dim)
+    overlap = pretraining_overlap(encoder, sub.slide_ids)
+    if overlap:
+        notes.insert(0, f"WARNING: {len(overlap)} probed slides were in the encoder's pretraining cohort")
+    splits = _splits(cv, len(sub), repeats, folds, seed)
     lay = _ints(layers, "layers") or (-1,)
-    results = []
-    x = embed_slides(enc, sub, layers=lay, concat_mean_input=concat_mean, max_tiles=max_tiles, seed=seed)
-    results.append(linear_probe(x, y, splits, label_names=names, name=f"pretrained ({encoder.name})"))
-    if random_baseline:
-        torch.manual_seed(seed)
-        xr = embed_slides(
-            SlideEncoder(enc.cfg), sub, layers=lay, concat_mean_input=concat_mean, max_tiles=max_tiles, seed=seed
-        )
-        results.append(linear_probe(xr, y, splits, label_names=names, name="random-init encoder"))
-    notes = [f"{len(cohort) - len(keep)} slides without labels left out"] + [
-        f"{s.slide}: {s.reason}" for s in cohort.skips
-    ]
+    try:
+        enc.layer_numbers(lay)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--layers {layers}: {exc} (the encoder has {enc.cfg.depth} layers)") from exc
+    run = partial(
+        _probe_encoder, sub=sub, y=y, splits=splits, names=names, probe=probe, layers=lay,
+        concat_mean=concat_mean, max_tiles=max_tiles, seed=seed, head_epochs=head_epochs,
+    )  # fmt: skip
+    results = [run(enc, f"pretrained ({encoder.name})")]
+    results += [run(_random_like(enc, seed + k), _random_name(k, random_inits)) for k in range(random_inits)]
     if abmil:
         ab = abmil_probe(sub, y, splits, label_names=names, epochs=abmil_epochs, seed=seed)
-        if isinstance(ab, str):
-            notes.append(ab)
-        else:
-            results.append(ab)
+        notes.append(ab) if isinstance(ab, str) else results.append(ab)
     for r in results:
         if np.isnan(r.auroc).all():
             notes.append(f"{r.name}: no defined AUROC; every test split has one class (too few labelled slides)")
+    summary = {
+        "results": [r.summary() for r in results],
+        "n_slides": len(sub),
+        "labels": names,
+        "protocol": {"probe": probe, "cv": cv, "splits": len(splits), "layers": list(lay), "concat_mean": concat_mean},
+        "notes": notes,
+    }
+    _write_probe(out, summary, results)
+    _print_table(summary)
+
+
+def _labelled_cohort(features: Path, labels: Path, table: dict[str, list[float]], in_dim: int) -> tuple[Any, Any, list]:
+    """The scanned slides that have labels, in the labels CSV's row order (SLP splits the CSV's slide list)."""
+    from wsistream.slide_ssl.data import SlideCohort
+
+    cohort = SlideCohort.scan(features, min_tiles=1, input_dim=in_dim)
+    where = {s: i for i, s in enumerate(cohort.slide_ids)}
+    keep = [where[s] for s in table if s in where]
+    if len(keep) < 4:
+        raise typer.BadParameter(f"only {len(keep)} slides of {features} have labels in {labels}; need at least 4")
+    sub = cohort.subset(keep)
+    y = np.array([table[s] for s in sub.slide_ids], dtype=np.float64)
+    notes = [f"{len(cohort) - len(keep)} slides without labels left out"]
+    return sub, y, notes + [f"{s.slide}: {s.reason}" for s in cohort.skips]
+
+
+def _splits(cv: str, n: int, repeats: int, folds: int, seed: int) -> list[Any]:
+    from wsistream.slide_ssl.probe import kfold_splits, reference_splits, repeated_splits
+
+    if cv == "kfold":
+        return kfold_splits(n, folds=folds, seed=seed)
+    if cv == "repeated":
+        return repeated_splits(n, repeats=repeats, seed=seed)
+    return reference_splits(n, repeats=repeats, seed=seed)
+
+
+def _random_like(enc: Any, seed: int) -> Any:
+    import torch
+
+    from wsistream.slide_ssl.encoder import SlideEncoder
+
+    torch.manual_seed(seed)
+    return SlideEncoder(enc.cfg).eval()
+
+
+def _random_name(k: int, n: int) -> str:
+    return "random-init encoder" if n == 1 else f"random-init encoder (init seed {k})"
+
+
+def _probe_encoder(
+    enc: Any, name: str, *, sub, y, splits, names, probe, layers, concat_mean, max_tiles, seed, head_epochs
+):
+    from wsistream.slide_ssl.linear_head import HeadProbeConfig, head_probe
+    from wsistream.slide_ssl.probe import embed_slides, linear_probe
+
+    x = embed_slides(enc, sub, layers=layers, concat_mean_input=concat_mean, max_tiles=max_tiles, seed=seed)
+    if probe == "logreg":
+        return linear_probe(x, y, splits, label_names=names, name=name)
+    cfg = HeadProbeConfig(epochs=head_epochs)
+    return head_probe(x, y, splits, label_names=names, cfg=cfg, seed=seed, name=name)
+
+
+def _write_probe(out: Path, summary: dict[str, Any], results: list[Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"results": [r.summary() for r in results], "n_slides": len(sub), "labels": names, "notes": notes}
     (out / "probe.json").write_text(json.dumps(summary, indent=2))
     with open(out / "probe_scores.csv", "w", newline="") as fh:
         wr = csv.writer(fh)
@@ -203,20 +274,25 @@ def slide_probe(
             for rep in range(r.auroc.shape[0]):
                 for k, n in enumerate(r.label_names):
                     wr.writerow([r.name, rep, n, r.auroc[rep, k], r.auprc[rep, k]])
-    _print_table(summary)
 
 
 def _print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"linear probe, {summary['n_slides']} slides, labels: {', '.join(summary['labels'])}")
-    for col in ("model", "AUROC", "AUPRC"):
+    p = summary["protocol"]
+    t = Table(
+        title=f"{p['probe']} probe, {summary['n_slides']} slides, {p['splits']} {p['cv']} splits; AUROC / AUPRC "
+        "mean ± std over splits"
+    )
+    for col in ("model", "label", "AUROC", "AUPRC"):
         t.add_column(col)
     for r in summary["results"]:
-        t.add_row(
-            r["name"], f"{r['auroc_mean']:.3f} ± {r['auroc_std']:.3f}", f"{r['auprc_mean']:.3f} ± {r['auprc_std']:.3f}"
-        )
+        for lab in summary["labels"]:
+            roc = f"{r['per_label_auroc'][lab]:.3f} ± {r['per_label_auroc_std'][lab]:.3f}"
+            t.add_row(r["name"], lab, roc, f"{r['per_label_auprc'][lab]:.3f} ± {r['per_label_auprc_std'][lab]:.3f}")
+        macro = (f"{r['auroc_mean']:.3f} ± {r['auroc_std']:.3f}", f"{r['auprc_mean']:.3f} ± {r['auprc_std']:.3f}")
+        t.add_row(r["name"], "macro", *macro, end_section=True)
     console = Console()
     console.print(t)
     for n in summary["notes"]:

@@ -205,8 +205,11 @@ class OptimConfig:
     weight decay 0.04 -> 0.4 cosine, clip 3 per parameter (``utils.clip_gradients``), last layer frozen
     for the first epoch, no gradient accumulation (``dino/main.py`` never reads ``--gc``).
     DINOv2 presets: base lr at batch 1024 with ``sqrt_wrt_1024`` scaling, weight decay 0.04 -> 0.2,
-    global-norm clip 3, input projection lr x0.2 (``patch_embed_lr_mult``), accumulation ``gc=32``
-    (SLP ``dinov2/train/train.py`` steps every ``cfg.gc`` iterations and divides the loss by it).
+    global-norm clip 3, input projection lr x0.2 (``patch_embed_lr_mult``). Gradient accumulation: the
+    ``dinov2`` reference steps after every slide (SLP ``dinov2/train/train.py`` l.301-317 zeroes and steps
+    each iteration; its ``--gc`` is parsed but unused), only ``dinov2_with_new_settings`` accumulates
+    ``gc=32`` (its ``train.py`` l.276-296 steps every ``cfg.gc`` iterations, ``ssl_meta_arch.py`` l.386
+    divides the loss by it) -- the seed lists accumulation as one of that variant's changes.
     ``scale_with_accumulation=False`` follows the reference: the lr scaling batch is
     ``batch_size * world_size``, not counting accumulation.
     """
@@ -254,6 +257,11 @@ class PretrainConfig:
     """One pretraining run. ``steps`` counts optimizer steps; ``batch_size`` slides per micro-batch and rank.
 
     ``batch_size=1`` is SLP's ``BATCH_SIZE_PER_GPU=1``; ``seed=0`` (params.py).
+    ``precision``: ``"auto"`` = bf16 autocast on GPU, fp32 on CPU; ``"fp16"`` = float16 autocast with a
+    dynamic loss scaler, as the references train (SLP ``dino/run_main.sh`` l.11 ``USE_FP16=True`` and
+    ``dino/main.py`` l.116-118 ``GradScaler``; ``dinov2/configs/train/slide_encoder.yaml`` l.33
+    ``grad_scaler: true``): gradients are unscaled before clipping and a step with inf / NaN gradients
+    is skipped by the scaler.
     """
 
     method: Method = "dino"
@@ -265,7 +273,7 @@ class PretrainConfig:
     batch_size: int = 1
     seed: int = 0
     checkpoint_every: int = 100
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
         _check(self.method in METHODS, f"method={self.method!r}; pass one of {', '.join(METHODS)}")
@@ -273,7 +281,8 @@ class PretrainConfig:
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(
-            self.precision in ("auto", "fp32", "bf16"), f"precision={self.precision!r}; pass 'auto', 'fp32' or 'bf16'"
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            f"precision={self.precision!r}; pass 'auto', 'fp32', 'bf16' or 'fp16'",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,7 +316,8 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
         crops, obj, opt = CropConfig(), ObjectiveConfig(), OptimConfig()
     elif method == "dinov2":
         # run_dinov2.sh: GLOBAL_CROPS_SCALE=1.0 ("0.95 gives bugs for one particular image"), LOCAL 0.5;
-        # slide_encoder.yaml: 8192 prototypes, koleo 0, warm-up 3 of 10 epochs, wd end 0.2, base lr 2e-4, gc 32.
+        # slide_encoder.yaml: 8192 prototypes, koleo 0, warm-up 3 of 10 epochs, wd end 0.2, base lr 2e-4;
+        # dinov2/train/train.py l.301-317 steps after every slide (no accumulation).
         crops = CropConfig(global_scale=1.0, local_scale=0.5, equalize=True)
         obj = ObjectiveConfig(
             norm_last_layer=False,
@@ -324,7 +334,6 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
             weight_decay_end=0.2,
             clip_mode="global",
             input_proj_lr_mult=0.2,
-            grad_accum=32,
         )
     else:
         # dinov2_with_new_settings: run_dinov2.sh GLOBAL 0.875 / LOCAL 0.375; slide_encoder.yaml: separate iBOT

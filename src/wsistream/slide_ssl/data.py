@@ -22,9 +22,11 @@ grid cell, has fewer than ``min_tiles`` usable tiles, or has a feature dimension
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,6 +37,43 @@ from wsistream.errors import NoUsableSlidesError
 from wsistream.features.formats import FeatureFileError, SlideFeatures, read_features
 
 _DOWNSAMPLE_KEYS = ("downsample", "patch_downsample", "level_downsample")
+_ID_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", ".svs", ".ndpi", ".tif", ".tiff", ".mrxs")
+
+
+def slide_key(slide_id: str) -> str:
+    """``slide_id`` without a feature / slide file suffix, so ``TCGA-X.h5``, ``TCGA-X.svs`` and ``TCGA-X`` match.
+
+    SLP's exclude CSV lists bare ids and appends ``.h5`` before comparing with file names
+    (``dino/datasets/slide_dataset.py`` l.28-35); comparing suffix-free keys covers both spellings.
+    """
+    name = str(slide_id).strip()
+    for suffix in _ID_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_slide_ids(spec: str | os.PathLike[str] | Iterable[str]) -> set[str]:
+    """Slide keys (:func:`slide_key`) from a CSV with a ``slide_id`` column, a text file, or a list.
+
+    ``spec`` is a path to a ``.csv`` whose header has ``slide_id`` (what SLP's ``--exclude_data_path``
+    reads: ``pd.read_csv(path)['slide_id']``), a path to a text file with one id per line, a
+    comma-separated string of ids, or an iterable of ids. Raises ``ValueError`` naming the file when a
+    CSV has no ``slide_id`` column.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return {slide_key(s) for s in spec if str(s).strip()}
+    path = Path(spec)
+    if not path.is_file():
+        return {slide_key(s) for s in str(spec).split(",") if s.strip()}
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "slide_id" not in reader.fieldnames:
+                raise ValueError(f"{path}: no 'slide_id' column; pass a CSV whose header has slide_id")
+            return {slide_key(r["slide_id"]) for r in reader if (r["slide_id"] or "").strip()}
+    lines = path.read_text().splitlines()
+    return {slide_key(s) for s in lines if s.strip() and not s.startswith("#")}
 
 
 @dataclass(frozen=True)
@@ -43,7 +82,7 @@ class SkipRecord:
 
     slide: str
     reason: str
-    action: Literal["skipped", "dropped_tiles", "step_skipped"] = "skipped"
+    action: Literal["skipped", "dropped_tiles", "step_skipped", "excluded"] = "skipped"
 
     def to_dict(self) -> dict[str, str]:
         """JSON-ready form."""
@@ -258,6 +297,29 @@ class SlideCohort:
             min_tiles=self.min_tiles,
             tile_size=self.tile_size,
             _cache={j: self.load(i) for j, i in enumerate(idx)},
+        )
+
+    def without(self, slide_ids: Collection[str]) -> SlideCohort:
+        """The cohort minus the slides whose :func:`slide_key` is in ``slide_ids`` (recorded as ``excluded``).
+
+        Raises :class:`~wsistream.errors.NoUsableSlidesError` when nothing is left.
+        """
+        drop = {slide_key(s) for s in slide_ids}
+        keep = [i for i, s in enumerate(self.slide_ids) if slide_key(s) not in drop]
+        excluded = [
+            SkipRecord(str(self.paths[i]), "excluded: listed as an evaluation slide (exclude list)", "excluded")
+            for i in range(len(self)) if slide_key(self.slide_ids[i]) in drop
+        ]  # fmt: skip
+        if not keep:
+            raise NoUsableSlidesError([f"{r.slide}: {r.reason}" for r in excluded])
+        cache = None if self._cache is None else {j: self._cache[i] for j, i in enumerate(keep)}
+        return dataclasses.replace(
+            self,
+            paths=[self.paths[i] for i in keep],
+            slide_ids=[self.slide_ids[i] for i in keep],
+            n_tiles=[self.n_tiles[i] for i in keep],
+            skips=[*self.skips, *excluded],
+            _cache=cache,
         )
 
     def load(self, i: int) -> SlideTokens:

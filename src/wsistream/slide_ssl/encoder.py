@@ -146,7 +146,8 @@ class SlideEncoder(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def _layer_numbers(self, layers: Sequence[int]) -> list[int]:
+    def layer_numbers(self, layers: Sequence[int]) -> list[int]:
+        """1-based layer numbers of ``layers`` (negative counts from the end); ``ValueError`` for a missing one."""
         depth = self.cfg.depth
         out = []
         for i in layers:
@@ -189,7 +190,7 @@ class SlideEncoder(nn.Module):
         full_pad = None
         if pad is not None and bool(pad.any()):
             full_pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=pad.device), pad], dim=1)
-        wanted = self._layer_numbers(layers) if layers else []
+        wanted = self.layer_numbers(layers) if layers else []
         collected: dict[int, torch.Tensor] = {}
         recompute = self.cfg.checkpoint_layers and self.training and torch.is_grad_enabled()
         for n, layer in enumerate(self.layers, start=1):

@@ -7,7 +7,11 @@ LayerNorm, concatenated, optionally followed by the mean input tile embedding.
 Slides with more than ``max_tiles`` tiles are encoded on a random subset
 (``max_tiles: 8192`` in ``task_configs/mutation_5_gene_freeze.yaml``).
 
-Probe: for each of ``repeats`` random 70/10/20 train/val/test splits (or each
+The seed's own probe (a linear head trained 10 epochs, last epoch kept; ``slide-probe``'s default) is
+:func:`~wsistream.slide_ssl.linear_head.head_probe`, on :func:`reference_splits`. This module's
+:func:`linear_probe` is the scikit-learn alternative (``--probe logreg``).
+
+Logistic-regression probe: for each of ``repeats`` random 70/10/20 train/val/test splits (or each
 fold of :func:`kfold_splits`, the seed document's 10-fold cross-validation) and each
 label, standardise on train, fit an L2 logistic regression for every ``C`` in
 the grid, keep the ``C`` with the best validation AUROC, report test AUROC and
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 
 from wsistream.slide_ssl.config import EncoderConfig
-from wsistream.slide_ssl.data import SlideCohort
+from wsistream.slide_ssl.data import SlideCohort, slide_key
 from wsistream.slide_ssl.encoder import SlideEncoder
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -51,6 +55,28 @@ def load_encoder(path: str | os.PathLike[str], which: str = "teacher") -> SlideE
     enc = SlideEncoder(cfg)
     enc.load_state_dict(sd)
     return enc.eval()
+
+
+def pretraining_overlap(path: str | os.PathLike[str], slide_ids: Sequence[str]) -> list[str]:
+    """The ``slide_ids`` the encoder at ``path`` was pretrained on; warns when there are any.
+
+    ``slide_encoder.pt`` and ``checkpoint.pt`` store the slide ids of their pretraining cohort. A probe on
+    those slides measures an encoder that has seen them (the reference keeps its evaluation cohort out with
+    an exclude CSV; ``slide-pretrain --exclude``). Slides are matched by :func:`~.data.slide_key`.
+    Files without the list (older or foreign weights) give ``[]``.
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    seen = {slide_key(s) for s in state.get("slide_ids", [])}
+    overlap = [s for s in slide_ids if slide_key(s) in seen]
+    if overlap:
+        head = ", ".join(overlap[:5]) + (" ..." if len(overlap) > 5 else "")
+        warnings.warn(
+            f"{path}: {len(overlap)} of the {len(slide_ids)} probed slides were in its pretraining cohort ({head}); "
+            "pass slide-pretrain --exclude with the evaluation slides for an unbiased probe",
+            UserWarning,
+            stacklevel=2,
+        )
+    return overlap
 
 
 @torch.no_grad()
@@ -113,6 +139,27 @@ def repeated_splits(
     return out
 
 
+def reference_splits(n: int, repeats: int = 10, seed: int = 0) -> list[Split]:
+    """SLP's 70/10/20 splits: ``train_test_split`` with ``random_state = seed + repeat`` (SLP ``get_splits``).
+
+    SLP ``dinov2_with_new_settings/finetune_dinov2_cls_global/utils.py`` l.150-153 splits the slide list (in
+    the dataset CSV's order) into 70 % train and 30 % rest with ``random_state=fold``, then the rest into
+    1/3 val and 2/3 test with the same state; its ``--folds 10`` runs folds 0-9. With ``seed=0`` and the
+    items in CSV order these are the reference's splits exactly.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if n < 4:
+        raise ValueError(f"need at least 4 slides for 70/10/20 splits, got {n}")
+    items = np.arange(n)
+    out = []
+    for r in range(repeats):
+        train, rest = train_test_split(items, test_size=0.3, random_state=seed + r)
+        val, test = train_test_split(rest, test_size=0.2 / 0.3, random_state=seed + r)
+        out.append(Split(np.asarray(train), np.asarray(val), np.asarray(test)))
+    return out
+
+
 def kfold_splits(n: int, folds: int = 10, val_fraction: float = 0.1, seed: int = 0) -> list[Split]:
     """``folds``-fold cross-validation: every item is tested exactly once.
 
@@ -158,7 +205,9 @@ class ProbeScores:
                 "auprc_mean": float(np.nanmean(macro_prc)),
                 "auprc_std": float(np.nanstd(macro_prc)),
                 "per_label_auroc": dict(zip(self.label_names, np.nanmean(self.auroc, 0).tolist(), strict=True)),
+                "per_label_auroc_std": dict(zip(self.label_names, np.nanstd(self.auroc, 0).tolist(), strict=True)),
                 "per_label_auprc": dict(zip(self.label_names, np.nanmean(self.auprc, 0).tolist(), strict=True)),
+                "per_label_auprc_std": dict(zip(self.label_names, np.nanstd(self.auprc, 0).tolist(), strict=True)),
                 "repeats": int(self.auroc.shape[0]),
                 "n_undefined": int(np.isnan(self.auroc).sum()),
             }
@@ -168,7 +217,8 @@ def _two_classes(y: np.ndarray) -> bool:
     return y.size > 0 and 0 < int(y.sum()) < y.size
 
 
-def _metrics(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+def binary_metrics(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """Test AUROC and AUPRC (average precision) of 0/1 ``y``; NaN, NaN when ``y`` has one class."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     if not _two_classes(y):
@@ -206,11 +256,11 @@ def linear_probe(
             best, best_c = -np.inf, 1.0
             for c in cs if _two_classes(yva) else [1.0]:
                 clf = LogisticRegression(C=c, max_iter=2000).fit(xtr, ytr)
-                score = _metrics(yva, clf.decision_function(xva))[0] if _two_classes(yva) else 0.0
+                score = binary_metrics(yva, clf.decision_function(xva))[0] if _two_classes(yva) else 0.0
                 if score > best:
                     best, best_c = score, c
             clf = LogisticRegression(C=best_c, max_iter=2000).fit(xtr, ytr)
-            roc[r, k], prc[r, k] = _metrics(yte, clf.decision_function(xte))
+            roc[r, k], prc[r, k] = binary_metrics(yte, clf.decision_function(xte))
     names = list(label_names) if label_names is not None else [f"label{k}" for k in range(n_lab)]
     return ProbeScores(name, names, roc, prc)
 
@@ -261,7 +311,7 @@ def abmil_probe(
                 cfg = TrainConfig(epochs=epochs, batch_size=min(16, tr.size), n_tiles=n_tiles, device=device)
                 build = partial(build_model, "abmil", mil.dim, 1)
                 _, hist = fit(build, mil, tr, te, cfg, seed=seed + r)
-                roc[r, k], prc[r, k] = _metrics(mil.labels[te].astype(int), np.asarray(hist.eval_scores)[:, 0])
+                roc[r, k], prc[r, k] = binary_metrics(mil.labels[te].astype(int), np.asarray(hist.eval_scores)[:, 0])
     except (AttributeError, TypeError) as exc:
         return f"ABMIL baseline skipped: wsistream.mil API differs from the one expected ({exc})"
     names = list(label_names) if label_names is not None else [f"label{k}" for k in range(y.shape[1])]

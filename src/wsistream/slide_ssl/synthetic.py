@@ -13,6 +13,13 @@ embedding (the four (A, B) cases sit on a parallelogram, and xor is not
 linearly separable on one), so a random-init encoder, which at
 initialisation pools tiles almost linearly, gives a linear probe little to
 work with. Used by the tests and the docs' quick start.
+
+:func:`make_arrangement_cohort` goes further: its label is not a property of any tile or of the bag of
+tiles at all. Every slide is a square of tiles, half of which carry one motif; label 1 lays the motif on
+every other row, label 0 on every other column (random phase, random offset on the glass). Both classes
+have the same tiles in distribution -- the same number of motif tiles, the same noise -- so anything that
+pools tiles without their positions (mean embedding, ABMIL) is at chance; only the spatial arrangement,
+which every crop shows, tells the classes apart.
 """
 
 from __future__ import annotations
@@ -89,7 +96,57 @@ def make_spatial_cohort(
         sid = f"slide_{s:03d}"
         write_h5(out / f"{sid}.h5", feats.astype(np.float32), coords, patch_size=tile_size, level=0)
         ids.append(sid)
-    names = [f"label{k}" for k in range(n_labels)]
+    return _write_labels(out, ids, labels, [f"label{k}" for k in range(n_labels)])
+
+
+def make_arrangement_cohort(
+    root: str | os.PathLike[str],
+    *,
+    n_slides: int = 48,
+    dim: int = 16,
+    sides: tuple[int, ...] = (8, 10),
+    strength: float = 3.0,
+    tile_size: int = 256,
+    origin_range: int = 32,
+    layout: str = "halves",
+    seed: int = 0,
+) -> SyntheticCohort:
+    """Write ``n_slides`` ``.h5`` files whose label is the orientation of a striped motif, and ``labels.csv``.
+
+    Slide ``s`` is a ``side x side`` square (``side`` drawn from the even ``sides``) of unit-Gaussian tile
+    embeddings; the motif ``strength * u`` (one fixed unit vector) is added to the tiles of every other row
+    (label 1) or every other column (label 0), starting at a random phase 0 / 1. Both labels therefore put
+    the motif on exactly ``side**2 / 2`` tiles: the tile multiset has the same distribution for both, and the
+    label is a property of the arrangement alone. ``origin_range``: tissue offset on the glass, drawn from
+    ``0 .. origin_range`` tiles per axis (so absolute grid positions carry no label information).
+    """
+    if any(v < 2 or v % 2 for v in sides):
+        raise ValueError(f"sides={sides}: pass even sides >= 2 so both orientations cover the same tile count")
+    rng = np.random.default_rng(seed)
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    motif = rng.normal(size=dim)
+    motif *= strength / np.linalg.norm(motif)
+    labels = rng.permutation(np.arange(n_slides) % 2)[:, None]
+    ids = []
+    for s in range(n_slides):
+        side = int(rng.choice(sides))
+        yy, xx = np.mgrid[0:side, 0:side]
+        gx, gy = xx.ravel(), yy.ravel()
+        phase = int(rng.integers(0, 2))
+        along = gy if labels[s, 0] else gx
+        on = (along + phase) % 2 == 0 if layout == "stripes" else (along < side // 2) == bool(phase)
+        feats = rng.normal(size=(gx.size, dim))
+        feats[on] += motif
+        origin = rng.integers(0, origin_range + 1, size=2)
+        coords = (np.stack([gx, gy], 1) + origin) * tile_size
+        sid = f"slide_{s:03d}"
+        write_h5(out / f"{sid}.h5", feats.astype(np.float32), coords, patch_size=tile_size, level=0)
+        ids.append(sid)
+    return _write_labels(out, ids, labels, ["rows"])
+
+
+def _write_labels(out: Path, ids: list[str], labels: np.ndarray, names: list[str]) -> SyntheticCohort:
     csv_path = out / "labels.csv"
     with open(csv_path, "w", newline="") as fh:
         wr = csv.writer(fh)

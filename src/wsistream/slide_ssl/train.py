@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from wsistream.errors import WsiStreamError
 from wsistream.features.formats import FeatureFileError
 from wsistream.slide_ssl.batch import ViewBatch, build_view_batch
 from wsistream.slide_ssl.config import PretrainConfig
-from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens
+from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens, read_slide_ids
 from wsistream.slide_ssl.objective import SSLModel, build_schedules
 from wsistream.slide_ssl.runlog import (
     DistContext,
@@ -169,6 +170,8 @@ def _check_resumable(
 
 
 def _autocast(ctx: DistContext, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp16":
+        return torch.autocast(device_type=ctx.device.type, dtype=torch.float16)
     use_bf16 = precision == "bf16" or (precision == "auto" and ctx.device.type == "cuda")
     if not use_bf16:
         return contextlib.nullcontext()
@@ -184,6 +187,7 @@ def pretrain(
     stop_after: int | None = None,
     progress: bool = True,
     tile_size: float | None = None,
+    exclude: str | os.PathLike[str] | Iterable[str] | None = None,
 ) -> PretrainResult:
     """Pretrain a slide encoder on a feature folder (or a scanned :class:`SlideCohort`).
 
@@ -192,7 +196,10 @@ def pretrain(
     ``cfg.steps`` are done, ``slide_encoder.pt`` (teacher backbone + encoder config). With ``resume=True`` an
     existing ``checkpoint.pt`` is continued. ``stop_after`` ends the run early after that many steps in total
     (an interruption, for tests and time-boxed jobs). Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes
-    its own slides and gradients are averaged.
+    its own slides and gradients are averaged. ``exclude`` (a CSV with a ``slide_id`` column, a text file, a
+    comma-separated string or a list; :func:`~wsistream.slide_ssl.data.read_slide_ids`) removes evaluation
+    slides before training, as SLP's ``--exclude_data_path`` does; they are recorded as ``excluded`` in
+    ``skipped.jsonl``. The slide ids trained on are stored in ``slide_encoder.pt`` so that a probe on them warns.
     """
     ctx = init_distributed()
     out = Path(out_dir)
@@ -203,6 +210,8 @@ def pretrain(
         cohort = SlideCohort.scan(
             features, min_tiles=cfg.crops.min_tiles, input_dim=cfg.encoder.in_dim, tile_size=tile_size
         )
+    if exclude is not None:
+        cohort = cohort.without(read_slide_ids(exclude))
     if cohort.dim != cfg.encoder.in_dim:
         raise ValueError(
             f"features have dimension {cohort.dim} but encoder.in_dim={cfg.encoder.in_dim}; pass in_dim={cohort.dim}"
@@ -211,6 +220,7 @@ def pretrain(
     model = SSLModel(cfg).to(ctx.device)
     opt = torch.optim.AdamW(model.param_groups(cfg.optim), betas=cfg.optim.betas)
     sched = build_schedules(cfg, ctx.world_size)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
     ckpt = out / CHECKPOINT
     skip_log = out / "skipped.jsonl" if ctx.is_main else None
     history: list[dict[str, Any]] = []
@@ -221,6 +231,8 @@ def pretrain(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, start = list(state["history"]), int(state["step"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -251,7 +263,7 @@ def pretrain(
             if not bool(torch.isfinite(losses["loss"])):
                 stats[5] += 1
                 continue
-            (losses["loss"] / accum).backward()
+            scaler.scale(losses["loss"] / accum).backward()
             stats[:4] += (
                 torch.tensor(
                     [float(losses[k].detach()) for k in ("loss", "dino", "ibot", "koleo")], dtype=torch.float64
@@ -268,11 +280,13 @@ def pretrain(
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
                 allreduce_mean_([p.grad for p in params], ctx.world_size)
+            scaler.unscale_(opt)
             _clip(model, cfg)
             if step < sched.freeze_last_layer_steps:
                 for p in model.last_layer_parameters():
                     p.grad = None
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             model.update_teacher(float(sched.momentum[step]))
         else:
             bad_in_row += 1
@@ -301,7 +315,7 @@ def pretrain(
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-            _save(model, opt, cfg, step + 1, history, ctx, cohort, sched.peak_lr, out)
+            _save(model, opt, cfg, step + 1, history, ctx, cohort, sched.peak_lr, out, scaler)
     encoder_path = None
     if len(history) >= cfg.steps and history[-1]["step"] == cfg.steps:
         encoder_path = out / ENCODER
@@ -313,6 +327,7 @@ def pretrain(
                     "encoder": cfg.to_dict()["encoder"],
                     "state_dict": model.teacher["backbone"].state_dict(),
                     "step": cfg.steps,
+                    "slide_ids": list(cohort.slide_ids),
                 },
                 encoder_path,
             )
@@ -331,9 +346,13 @@ def _save(
     cohort: SlideCohort,
     peak_lr: float,
     out: Path,
+    scaler: torch.amp.GradScaler,
 ) -> None:
     if ctx.is_main:
-        atomic_save(_state(model, opt, cfg, step, history, ctx, cohort, peak_lr), out / CHECKPOINT)
+        state = _state(model, opt, cfg, step, history, ctx, cohort, peak_lr)
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
+        atomic_save(state, out / CHECKPOINT)
         write_loss_csv(out / "loss.csv", history)
         write_loss_png(out / "loss.png", history, f"slide-pretrain {cfg.method}")
     if ctx.world_size > 1:
