@@ -9,8 +9,8 @@ from typing import Any
 from wsistream.backends import OpenSlideBackend, SlideBackend
 from wsistream.pipeline import PatchPipeline
 from wsistream.recipes.base import DeviationRow, Recipe, register
-from wsistream.sampling import DeepZoomSampler, GridSampler, RandomSampler
-from wsistream.tissue import CLAM_PRESETS, CLAMTissueDetector, OtsuTissueDetector
+from wsistream.sampling import CLAMGridSampler, DeepZoomSampler, GridSampler, RandomSampler
+from wsistream.tissue import CLAM_PRESET_PADDING, CLAM_PRESETS, CLAMTissueDetector, OtsuTissueDetector
 
 Slides = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -86,11 +86,25 @@ def build_gpfm(
     seed: int = 0,
     **overrides: Any,
 ) -> PatchPipeline:
-    """GPFM (Ma et al., 2024): 512-px patches at native level 0, CLAM segmentation with per-dataset presets."""
+    """GPFM (Ma et al., 2024): 512-px patches at native level 0, CLAM segmentation with per-dataset presets.
+
+    ``coverage=True`` streams GPFM's offline extraction: CLAM's per-contour
+    grid (:class:`~wsistream.sampling.CLAMGridSampler`) with the preset's
+    ``use_padding``, GPFM's one-patch-contour drop and black padding, in a
+    seeded order.  ``tcga-clam`` follows mahmoodlab/CLAM (keeps one-patch contours).
+    """
     from wsistream.views import dinov2_multicrop
 
     if coverage:
-        sampler: Any = GridSampler(patch_size=512, level=0, tissue_criterion="four_pt", shuffle=True)
+        key = dataset.lower()
+        if key not in CLAM_PRESET_PADDING:
+            raise ValueError(f"unknown CLAM preset {dataset!r}; pass one of {sorted(CLAM_PRESET_PADDING)}")
+        sampler: Any = CLAMGridSampler(
+            patch_size=512,
+            use_padding=CLAM_PRESET_PADDING[key],
+            min_patches_per_contour=1 if key == "tcga-clam" else 2,
+            shuffle=True,
+        )
         defaults: dict[str, Any] = {"patches_per_slide": -1, "cycle": False}
     else:
         sampler = RandomSampler(patch_size=512, num_patches=-1, level=0, tissue_criterion="four_pt")
