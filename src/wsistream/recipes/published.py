@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from wsistream.backends import OpenSlideBackend, SlideBackend
 from wsistream.pipeline import PatchPipeline
@@ -17,7 +17,6 @@ Slides = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 _RES = "tests/pipeline/test_resolution.py::"
 #: ImageNet normalisation happens on the accelerator (``wsistream.torch.GpuNormalizer``), not in the data.
 _NORMALIZATION = DeviationRow("Normalization", "ImageNet mean/std", "GPU-side normaliser (wsistream.torch)", "Not data")
-_VIEWS = "tests/recipes/test_recipes.py::"
 
 
 def _assemble(
@@ -33,6 +32,7 @@ def build_phikon_v2(
     *,
     views: bool = False,
     coverage: bool = False,
+    blur: Literal["released", "paper"] = "released",
     backend: SlideBackend | None = None,
     seed: int = 0,
     **overrides: Any,
@@ -42,10 +42,15 @@ def build_phikon_v2(
     ``views=True`` adds DINOv2's multi-crop (2 × 224 global, 8 × 96 local,
     Extended Table 5) with DINOv2's augmentation chain; ``coverage=True``
     streams every qualifying non-overlapping tile once per epoch (the paper's
-    offline extraction) instead of random positions.
+    offline extraction) instead of random positions.  ``blur="released"``
+    (default) blurs global_0 / global_1 / locals with probability 0.0 / 0.9 /
+    0.5, as the released DINOv2 code Phikon-v2 was trained with does;
+    ``blur="paper"`` uses the stated 1.0 / 0.1 / 0.5.
     """
     from wsistream.views import dinov2_multicrop
 
+    if blur not in ("released", "paper"):
+        raise ValueError(f"blur={blur!r}; pass 'released' (DINOv2's code: 0.0/0.9/0.5) or 'paper' (1.0/0.1/0.5)")
     if coverage:
         sampler: Any = GridSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.6, shuffle=True)
         defaults: dict[str, Any] = {"patches_per_slide": -1, "cycle": False}
@@ -55,7 +60,7 @@ def build_phikon_v2(
     recipe = {
         "tissue_detector": OtsuTissueDetector(),
         "sampler": sampler,
-        "views": dinov2_multicrop(global_size=224, local_size=96) if views else None,
+        "views": dinov2_multicrop(global_size=224, local_size=96, released_blur=blur == "released") if views else None,
         "pool_size": 8,
         **defaults,
     }
@@ -151,9 +156,12 @@ PHIKON_V2 = register(
             DeviationRow(
                 "Magnification",
                 "20x (0.5 µm/px)",
-                "target_mpp=0.5, area-resampled from the finest level",
+                "target_mpp=0.5: read from the coarsest level not coarser than 0.5 µm/px, then area-resampled "
+                "(40x Aperio: level 0, 444 -> 224 px; the 0.228 µm/px NDPI: level 1, 245 -> 224 px)",
                 "Exact",
                 _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
+                note="a level-1 read differs from resampling level 0 by 0.76 grey levels on average (p99 8, max "
+                "33; NDPI, 40 patches) and decodes 4x fewer pixels",
             ),
             DeviationRow(
                 "Extraction",
@@ -168,21 +176,25 @@ PHIKON_V2 = register(
                 "2 x 224, scale (0.32, 1.0) (Ext. Table 5)",
                 "dinov2_multicrop(224, 96): global_0, global_1",
                 "Exact",
-                _VIEWS + "test_phikon_v2_views",
+                "tests/views/test_dinov2_multicrop.py::test_phikon_v2_recipe_views_fire_as_dinov2",
             ),
             DeviationRow(
                 "DINOv2 local crops",
                 "8 x 96, scale (0.05, 0.32) (Ext. Table 5)",
                 "local_0..local_7, 96 px",
                 "Exact",
-                _VIEWS + "test_phikon_v2_views",
+                "tests/views/test_dinov2_multicrop.py::test_phikon_v2_recipe_views_fire_as_dinov2",
             ),
             DeviationRow(
                 "Per-crop augmentations",
-                "DINOv2 defaults",
-                "DINOv2 DataAugmentationDINO chain",
+                "DINOv2 DataAugmentationDINO (released code): blur applied with p 0.0 / 0.9 / 0.5 on global_0 / "
+                "global_1 / locals; the paper states 1.0 / 0.1 / 0.5",
+                "blur='released' (default): the chain DINOv2's code builds, same application probabilities; "
+                "blur='paper': the stated ones",
                 "Exact",
-                _VIEWS + "test_phikon_v2_views",
+                "tests/views/test_dinov2_multicrop.py::test_phikon_v2_recipe_views_fire_as_dinov2",
+                note="ops, order, arguments and measured firing rates vs the chain recorded from DINOv2's code "
+                "(b8931f7)",
             ),
             _NORMALIZATION,
         ),
@@ -240,12 +252,13 @@ GPFM = register(
         rows=(
             DeviationRow(
                 "Tissue detection",
-                "CLAM with dataset-specific presets",
-                "CLAMTissueDetector.preset(dataset)",
-                "Approximate",
-                note="presets tcga (as the GPFM document states), tcga-clam, bcnb, dhmc; segmentation runs on "
-                "our overview (longest side 2048), not on CLAM's seg_level (downsample ~64), so contours differ "
-                "slightly",
+                "CLAM segmentTissue with GPFM's presets (Patching/presets), at seg_level = best level for "
+                "downsample 64",
+                "CLAMTissueDetector.preset(dataset): the same level (GPFM's ImgReader level on single-level slides)",
+                "Exact",
+                "tests/sampling/test_clam_grid.py::test_clam_grid_equals_clam_coordinates",
+                note="presets tcga (GPFM tcga.csv, Otsu), tcga-clam (CLAM tcga.csv), bcnb, dhmc; dhmc's mthresh=6 "
+                "is rounded to 7 (GPFM's own code fails on it: cv2.medianBlur needs an odd kernel)",
             ),
             DeviationRow(
                 "Tissue threshold",
@@ -270,10 +283,14 @@ GPFM = register(
             ),
             DeviationRow(
                 "Extraction",
-                "Offline non-overlapping grid",
-                "coverage=True: every grid tile once per epoch",
+                "CLAM create_patches_fp.py: per-contour grid from each contour's bounding-box corner, step 512, "
+                "edge patches padded (tcga.csv use_padding), contours with one patch dropped",
+                "coverage=True: CLAMGridSampler, the same origins once per epoch in a seeded order; out-of-slide "
+                "pixels black, as openslide read_region().convert('RGB') gives",
                 "Exact",
-                "tests/pipeline/test_stream.py::test_grid_covers_every_tile_once",
+                "tests/sampling/test_clam_grid.py::test_clam_grid_equals_clam_coordinates",
+                note="origins equal those GPFM's/CLAM's own code wrote on every shared slide (fixture); default "
+                "coverage=False streams random positions (inside the slide) instead",
             ),
             DeviationRow(
                 "Local-global crops",
