@@ -33,6 +33,7 @@ def build_phikon_v2(
     views: bool = False,
     coverage: bool = False,
     blur: Literal["released", "paper"] = "released",
+    resize: Literal["pil", "opencv"] = "pil",
     backend: SlideBackend | None = None,
     seed: int = 0,
     **overrides: Any,
@@ -45,12 +46,20 @@ def build_phikon_v2(
     offline extraction) instead of random positions.  ``blur="released"``
     (default) blurs global_0 / global_1 / locals with probability 0.0 / 0.9 /
     0.5, as the released DINOv2 code Phikon-v2 was trained with does;
-    ``blur="paper"`` uses the stated 1.0 / 0.1 / 0.5.
+    ``blur="paper"`` uses the stated 1.0 / 0.1 / 0.5.  ``resize="pil"``
+    (default) resizes crops as torchvision does on DINOv2's PIL images;
+    ``view_rendering="device"`` needs ``resize="opencv"`` (no device kernel
+    for Pillow's resampler; the difference is in docs/views.md).
     """
     from wsistream.views import dinov2_multicrop
 
     if blur not in ("released", "paper"):
         raise ValueError(f"blur={blur!r}; pass 'released' (DINOv2's code: 0.0/0.9/0.5) or 'paper' (1.0/0.1/0.5)")
+    if views and resize == "pil" and overrides.get("view_rendering") == "device":
+        raise ValueError(
+            "view_rendering='device' cannot render Pillow's resize (resize='pil', the paper's); pass "
+            "resize='opencv' (measured difference in docs/views.md, 'Resampling') or render views on the CPU"
+        )
     if coverage:
         sampler: Any = GridSampler(patch_size=224, target_mpp=0.5, tissue_threshold=0.6, shuffle=True)
         defaults: dict[str, Any] = {"patches_per_slide": -1, "cycle": False}
@@ -60,7 +69,7 @@ def build_phikon_v2(
     recipe = {
         "tissue_detector": OtsuTissueDetector(),
         "sampler": sampler,
-        "views": dinov2_multicrop(global_size=224, local_size=96, released_blur=blur == "released") if views else None,
+        "views": dinov2_multicrop(224, 96, released_blur=blur == "released", resize=resize) if views else None,
         "pool_size": 8,
         **defaults,
     }
@@ -194,7 +203,25 @@ PHIKON_V2 = register(
                 "Exact",
                 "tests/views/test_dinov2_multicrop.py::test_phikon_v2_recipe_views_fire_as_dinov2",
                 note="ops, order, arguments and measured firing rates vs the chain recorded from DINOv2's code "
-                "(b8931f7)",
+                "(b8931f7); pixel arithmetic of the resize and the hue op: next rows",
+            ),
+            DeviationRow(
+                "Crop resize",
+                "torchvision RandomResizedCrop on PIL images: Pillow bicubic, antialiased when shrinking",
+                "resize='pil' (default): Pillow's crop + resize of the same box, pixel for pixel; "
+                "resize='opencv' (fast, the one view_rendering='device' renders) is an explicit option",
+                "Exact",
+                "tests/views/test_crops.py::test_pil_resize_is_torchvisions_resized_crop_on_pil_images",
+                note="resize='opencv' differs by 1.03 / 1.32 grey levels on average (max 21 / 27) on global / local "
+                "crops of tissue patches (benchmarks/views_vs_pil.py)",
+            ),
+            DeviationRow(
+                "Hue jitter",
+                "torchvision adjust_hue on PIL: Pillow 8-bit HSV, hue += uint8(h * 255)",
+                "OpenCV 8-bit HSV (HSV_FULL), hue += round(h * 256)",
+                "Approximate",
+                note="on CMU tissue patches 31.8 % of values differ from torchvision's PIL path, mean 0.68, p99 6, "
+                "max 14 grey levels (benchmarks/views_vs_pil.py); brightness/contrast/saturation match Pillow",
             ),
             _NORMALIZATION,
         ),

@@ -7,7 +7,7 @@ from wsistream.transforms.blur import GaussianBlur
 from wsistream.transforms.color import ColorJitter, RandomGrayscale, RandomSolarize
 from wsistream.transforms.geometric import RandomHorizontalFlip
 from wsistream.views.config import ViewConfig
-from wsistream.views.crops import RandomResizedCrop
+from wsistream.views.crops import RandomResizedCrop, Resampler
 
 __all__ = ["dinov2_multicrop"]
 
@@ -20,6 +20,7 @@ def dinov2_multicrop(
     n_local: int = 8,
     *,
     released_blur: bool = True,
+    resize: Resampler = "pil",
 ) -> list[ViewConfig]:
     """DINOv2's multi-crop augmentation (``DataAugmentationDINO``) as view configs.
 
@@ -64,6 +65,12 @@ def dinov2_multicrop(
         (``tests/views/test_dinov2_multicrop.py``) against the chain DINOv2's
         own code builds (``tests/views/fixtures/dinov2_chain.json``).
 
+    resize : {"pil", "opencv"}
+        Crop resampler. ``"pil"`` (default) is what torchvision does to
+        DINOv2's PIL images (Pillow bicubic, antialiased), pixel for pixel;
+        ``"opencv"`` is faster and is the one ``view_rendering="device"``
+        supports (difference measured in docs/views.md, "Resampling").
+
     Returns
     -------
     list of ViewConfig
@@ -71,8 +78,8 @@ def dinov2_multicrop(
     """
     if isinstance(n_local, bool) or not isinstance(n_local, int) or n_local < 0:
         raise ValueError(f"n_local must be an int >= 0, got {n_local!r}; DINOv2 uses 8")
-    global_crop = RandomResizedCrop(global_size, scale=global_scale, interpolation="bicubic")
-    local_crop = RandomResizedCrop(local_size, scale=local_scale, interpolation="bicubic")
+    global_crop = RandomResizedCrop(global_size, scale=global_scale, interpolation="bicubic", resize=resize)
+    local_crop = RandomResizedCrop(local_size, scale=local_scale, interpolation="bicubic", resize=resize)
 
     def chain(*extra: PatchTransform) -> tuple[PatchTransform, ...]:
         return (
