@@ -290,9 +290,10 @@ GPFM = register(
             DeviationRow(
                 "Tissue threshold",
                 "CLAM contour containment (contour_fn four_pt)",
-                "tissue_criterion='four_pt' on the detector's contours",
+                "contour_fn='four_pt' against each patch's own contour and holes (CLAMGridSampler); "
+                "tissue_criterion='four_pt' for random positions",
                 "Exact",
-                "tests/sampling/test_containment.py::test_clam_containment_matches_point_in_polygon",
+                "tests/sampling/test_clam_grid.py::test_clam_grid_equals_clam_coordinates",
             ),
             DeviationRow(
                 "Patch size",
