@@ -170,7 +170,7 @@ PHIKON_V2 = register(
                 "Exact",
                 _RES + "test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch",
                 note="a level-1 read differs from resampling level 0 by 0.76 grey levels on average (p99 8, max "
-                "33; NDPI, 40 patches) and decodes 4x fewer pixels",
+                "33; NDPI, 40 patches) and decodes 4x fewer pixels (benchmarks/read_level_vs_level0.py)",
             ),
             DeviationRow(
                 "Extraction",
