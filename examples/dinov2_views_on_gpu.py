@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         from wsistream.synthetic import write_synthetic_cohort
 
         slides = [str(p) for p in write_synthetic_cohort(Path(args.out) / "slides", 3, width=3000, height=2400)]
-    pipeline = build_pipeline("phikon-v2", slides, views=True, view_rendering="device", seed=args.seed)
+    pipeline = build_pipeline("phikon-v2", slides, views=True, resize="opencv", view_rendering="device", seed=args.seed)
     loader = make_loader(
         WsiStreamDataset(pipeline),
         batch_size=args.batch_size,

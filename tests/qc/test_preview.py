@@ -18,7 +18,7 @@ def test_overlay_colour_only_on_tissue():
 
 
 def test_preview_png_shows_the_stream(tmp_path, synthetic_40x_svs):
-    pipeline = build_pipeline("phikon-v2", [synthetic_40x_svs], views=True)
+    pipeline = build_pipeline("phikon-v2", [synthetic_40x_svs], views=True, resize="opencv")
     png, results = preview_slide(pipeline, synthetic_40x_svs, tmp_path / "p.png", n_patches=6)
     image = cv2.imread(str(png))[:, :, ::-1]
     assert image.shape[0] > 500 and image.shape[1] > 1000
@@ -27,7 +27,7 @@ def test_preview_png_shows_the_stream(tmp_path, synthetic_40x_svs):
     red = (image[:, :, 0] > 200) & (image[:, :, 1] < 60) & (image[:, :, 2] < 60)
     assert red.sum() > 100
     # a pipeline leaving its views to the GPU previews the same patches with the same views
-    device = build_pipeline("phikon-v2", [synthetic_40x_svs], views=True, view_rendering="device")
+    device = build_pipeline("phikon-v2", [synthetic_40x_svs], views=True, resize="opencv", view_rendering="device")
     _, same = preview_slide(device, synthetic_40x_svs, tmp_path / "d.png", n_patches=6)
     for a, b in zip(results, same, strict=True):
         assert a.coordinate == b.coordinate and all(np.array_equal(a.views[k], b.views[k]) for k in a.views)

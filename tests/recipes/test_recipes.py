@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from wsistream.cli.main import app
 from wsistream.recipes import build_pipeline, get_recipe, list_recipes, recipes_markdown
-from wsistream.transforms import GaussianBlur, RandomSolarize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,16 +39,9 @@ def test_phikon_v2_views(cmu_svs):
     assert sorted(r.views) == ["global_0", "global_1"] + [f"local_{i}" for i in range(8)]
     assert all(r.views[f"global_{i}"].shape == (224, 224, 3) for i in range(2))
     assert all(r.views[f"local_{i}"].shape == (96, 96, 3) for i in range(8))
-    # the DINOv2 chain: blur p=1.0 on global_0, blur 0.1 + solarize 0.2 on global_1, blur 0.5 on locals
-    views = {v.view_names()[0]: v for v in pipe.views}
-
-    def ops(view):
-        return {type(t).__name__: getattr(t, "p", None) for t in view.transforms.transforms}
-
-    assert ops(views["global_0"])[GaussianBlur.__name__] == 1.0
-    assert ops(views["global_1"])[GaussianBlur.__name__] == 0.1
-    assert ops(views["global_1"])[RandomSolarize.__name__] == 0.2
-    assert ops(views["local_0"])[GaussianBlur.__name__] == 0.5
+    # the chain itself is proven against DINOv2's code in tests/views/test_dinov2_multicrop.py
+    with pytest.raises(ValueError, match="released"):
+        build_pipeline("phikon-v2", [cmu_svs], views=True, blur="stated")
 
 
 @pytest.mark.parametrize("name", ["phikon", "phikon-v2", "gpfm"])

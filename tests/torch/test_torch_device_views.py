@@ -67,7 +67,7 @@ def assert_close(cpu, device, max_diff=2, max_frac=0.001):
 
 @pytest.mark.parametrize("released_blur", [False, True])
 def test_dinov2_multicrop_on_device_equals_the_cpu_views(real_patches, released_blur):
-    cpu, device = render_both(real_patches, dinov2_multicrop(released_blur=released_blur))
+    cpu, device = render_both(real_patches, dinov2_multicrop(released_blur=released_blur, resize="opencv"))
     assert set(device) == {"global_0", "global_1", *(f"local_{i}" for i in range(8))}
     assert device["global_0"].shape == (6, 3, 224, 224) and device["local_3"].shape == (6, 3, 96, 96)
     assert_close(cpu, device)
@@ -153,6 +153,8 @@ def test_validation(cohort):
         random_pipeline(
             cohort[:1], views=[ViewConfig("v", RandomResizedCrop(16), [MacenkoNormalizer()])], view_rendering="device"
         )
+    with pytest.raises(ValueError, match="resize='pil' \\(Pillow's resampler\\) has no device kernel"):
+        DeviceViews(dinov2_multicrop(n_local=0))
     with pytest.raises(ValueError, match="interpolation='area' cannot enlarge"):
         DeviceViews([ViewConfig("v", RandomResizedCrop(16, interpolation="area"))])
     render = DeviceViews([ViewConfig("v", RandomResizedCrop(16))])
@@ -166,7 +168,7 @@ def test_validation(cohort):
 
 
 def test_channels_last_and_autocast_render_the_same(real_patches):
-    views = dinov2_multicrop(n_local=2)
+    views = dinov2_multicrop(n_local=2, resize="opencv")
     plans = [plan_views(views, 224, 224, np.random.default_rng(i)) for i in range(2)]
     stacked = {k: torch.from_numpy(np.stack([p[k] for p in plans])) for k in plans[0]}
     nhwc = torch.from_numpy(np.stack(real_patches[:2])).permute(0, 3, 1, 2)  # PatchCollator(channels_last=True)

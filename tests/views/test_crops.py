@@ -118,3 +118,18 @@ def test_crop_rejects_bad_images():
         RandomResizedCrop(32)(np.zeros((40, 40, 3), np.float32), np.random.default_rng(0))
     with pytest.raises(ValueError, match="uint8"):
         RandomResizedCrop(32)(np.zeros((40, 40), np.uint8), np.random.default_rng(0))
+
+
+def test_pil_resize_is_torchvisions_resized_crop_on_pil_images(patch):
+    """torchvision F.resized_crop on a PIL image = Image.crop((left, top, right, bottom)).resize(size, BICUBIC)."""
+    from PIL import Image
+
+    for size, scale in ((224, (0.32, 1.0)), (96, (0.05, 0.32))):
+        crop = RandomResizedCrop(size, scale=scale, interpolation="bicubic", resize="pil")
+        for seed in range(6):
+            box = crop.sample_box(np.random.default_rng(seed), *patch.shape[:2])
+            ours = crop.apply(patch, box)
+            ref = Image.fromarray(patch).crop((box.left, box.top, box.left + box.width, box.top + box.height))
+            np.testing.assert_array_equal(ours, np.asarray(ref.resize((size, size), Image.Resampling.BICUBIC)))
+    with pytest.raises(ValueError, match="resize='bogus'"):
+        RandomResizedCrop(16, resize="bogus")

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +15,36 @@ from wsistream.transforms import (
     RandomHorizontalFlip,
     RandomSolarize,
 )
-from wsistream.views import RandomResizedCrop, dinov2_multicrop, render_views, validate_views
+from wsistream.views import dinov2_multicrop, render_views, validate_views
 
-# DataAugmentationDINO (dinov2/data/augmentations.py): probability that each op fires, per view kind
+#: The chain DINOv2's own DataAugmentationDINO builds (recorded from its code, with provenance)
+DINOV2 = json.loads((Path(__file__).parent / "fixtures" / "dinov2_chain.json").read_text())
+
+
+def reference_chain(kind: str) -> list[tuple[str, float, dict]]:
+    """(op, probability torchvision applies it with, its arguments) in DINOv2's order, normalisation left out."""
+
+    def flat(node: dict) -> list[tuple[str, float, dict]]:
+        kind, kw = node["type"], node["kwargs"]
+        if kind == "Compose":
+            return [op for child in node["args"][0] for op in flat(child)]
+        if kind == "RandomApply":
+            return [(child["type"], kw["p"], child["kwargs"]) for child in node["args"][0]]
+        if kind == "GaussianBlur" and "transforms" in kw:  # DINOv2's RandomApply subclass
+            return [("GaussianBlur", kw["p"], kw["transforms"][0]["kwargs"])]
+        if kind in ("ToTensor", "Normalize"):
+            return []
+        if kind == "RandomResizedCrop":
+            return [(kind, 1.0, {**kw, "size": node["args"][0]})]
+        return [(kind, kw.get("p", 1.0), kw)]
+
+    geometric = DINOV2["geometric_local" if kind == "local" else "geometric_global"]
+    return flat(geometric) + flat(DINOV2[kind])
+
+
+#: What the released code applies (from the fixture), per view kind
+RELEASED = {k: {op: p for op, p, _ in reference_chain(k)[1:]} for k in ("global_0", "global_1", "local")}
+#: The probabilities the paper states (Oquab et al. 2023; DINOv2's ``GaussianBlur(p=...)`` arguments)
 STATED = {
     "global_0": {
         "RandomHorizontalFlip": 0.5,
@@ -48,18 +78,33 @@ def test_names_sizes_and_dtypes(patch):
     assert len(dinov2_multicrop(n_local=2)[2].view_names()) == 2
 
 
-def test_chain_matches_dinov2_source():
+def _ours(view) -> list[tuple[str, float, dict]]:
+    crop = view.crop
+    ops = [("RandomResizedCrop", 1.0, {"size": crop.size, "scale": list(crop.scale), "interpolation": "BICUBIC"})]
+    for t in view.transforms.transforms:
+        kw = {
+            RandomHorizontalFlip: lambda t: {"p": t.p},
+            ColorJitter: lambda t: {
+                "brightness": t.brightness,
+                "contrast": t.contrast,
+                "saturation": t.saturation,
+                "hue": t.hue,
+            },
+            RandomGrayscale: lambda t: {"p": t.p},
+            GaussianBlur: lambda t: {"kernel_size": t.kernel_size, "sigma": [t.radius_min, t.radius_max]},
+            RandomSolarize: lambda t: {"threshold": t.threshold, "p": t.p},
+        }[type(t)](t)
+        ops.append((type(t).__name__, t.p, kw))
+    return ops
+
+
+def test_chain_equals_the_chain_dinov2s_code_builds():
+    """Ops, order, arguments and application probabilities equal DataAugmentationDINO's (fixture)."""
     g0, g1, loc = dinov2_multicrop()
-    for v, size, scale in ((g0, 224, (0.32, 1.0)), (g1, 224, (0.32, 1.0)), (loc, 96, (0.05, 0.32))):
-        assert v.crop == RandomResizedCrop(size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation="bicubic")
-        flip, jitter, gray, *extra = v.transforms.transforms
-        assert flip == RandomHorizontalFlip(p=0.5)
-        assert jitter == ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8)
-        assert gray == RandomGrayscale(p=0.2)
-        assert extra[0] == GaussianBlur(p={"global": 1.0 if v is g0 else 0.1, "local": 0.5}[v.name])
-        assert extra[0].kernel_size == 9 and (extra[0].radius_min, extra[0].radius_max) == (0.1, 2.0)
-    assert g1.transforms.transforms[-1] == RandomSolarize(threshold=128, p=0.2)
-    assert len(g0.transforms) == 4 and len(loc.transforms) == 4
+    for view, key in ((g0, "global_0"), (g1, "global_1"), (loc, "local")):
+        assert _ours(view) == reference_chain(key), key
+        assert view.crop.ratio == (3 / 4, 4 / 3)  # torchvision's default, which DINOv2 keeps
+    assert [p for op, p, _ in reference_chain("global_0") if op == "GaussianBlur"] == [0.0]
 
 
 def measured_rates(views, n, seed=0):
@@ -85,31 +130,26 @@ def assert_rates(rates, total, expected):
             assert abs(rates[k][op] - p) <= tol, (k, op, rates[k][op], p)
 
 
-def test_firing_rates_match_dinov2_probabilities():
+def test_firing_rates_match_the_released_code():
+    """Measured: each op fires as often as torchvision applies it in DINOv2's chain (0.0 / 0.9 / 0.5 blur)."""
     # small output sizes: probabilities do not depend on them, and 2000 renders stay fast
     views = dinov2_multicrop(global_size=24, local_size=12)
     rates, total = measured_rates(views, 2000)
     assert total == {"global_0": 2000, "global_1": 2000, "local": 16000}
-    assert_rates(rates, total, STATED)
+    assert_rates(rates, total, RELEASED)
+    assert rates["global_0"]["GaussianBlur"] == 0.0
     assert "RandomSolarize" not in rates["global_0"] and "RandomSolarize" not in rates["local"]
 
 
-def test_released_blur_reproduces_inverted_probabilities():
-    views = dinov2_multicrop(global_size=24, local_size=12, n_local=2, released_blur=True)
+def test_paper_blur_option_fires_at_the_stated_probabilities():
+    views = dinov2_multicrop(global_size=24, local_size=12, n_local=2, released_blur=False)
     rates, total = measured_rates(views, 1000, seed=1)
-    assert_rates(
-        rates,
-        total,
-        {
-            "global_0": {"GaussianBlur": 0.0},
-            "global_1": {"GaussianBlur": 0.9},
-            "local": {"GaussianBlur": 0.5},
-        },
-    )
+    assert_rates(rates, total, STATED)
+    assert rates["global_0"]["GaussianBlur"] == 1.0
 
 
 def test_blur_actually_changes_pixels_when_traced_as_fired(patch):
-    views = dinov2_multicrop(n_local=0)
+    views = dinov2_multicrop(n_local=0, released_blur=False)
     for seed in range(3):
         trace = {}
         out = render_views(patch, views, np.random.default_rng(seed), trace=trace)
@@ -123,3 +163,18 @@ def test_bad_n_local():
         dinov2_multicrop(n_local=-1)
     with pytest.raises(ValueError, match="0 < min <= max <= 1"):
         dinov2_multicrop(local_scale=(0.0, 0.3))
+
+
+@pytest.mark.parametrize("blur", ["released", "paper"])
+def test_phikon_v2_recipe_views_fire_as_dinov2(blur, cmu_svs):
+    """The Phikon-v2 recipe's views: DINOv2's chain, measured firing rates = the released code's (or the paper's)."""
+    from wsistream.recipes import build_pipeline
+
+    views = build_pipeline("phikon-v2", [cmu_svs], views=True, blur=blur).views
+    for view, key in zip(views, ("global_0", "global_1", "local"), strict=True):
+        expected = [(op, p if op != "GaussianBlur" or blur == "released" else STATED[key][op], kw)
+                    for op, p, kw in reference_chain(key)]  # fmt: skip
+        assert _ours(view) == expected, key
+    small = [dataclasses.replace(v, crop=dataclasses.replace(v.crop, size=16)) for v in views]  # fast renders
+    rates, total = measured_rates(small, 600, seed=2)
+    assert_rates(rates, total, RELEASED if blur == "released" else STATED)

@@ -158,10 +158,12 @@ class SlideHandle(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read_region(self, x0: int, y0: int, level: int, size: tuple[int, int]) -> np.ndarray:
+    def read_region(self, x0: int, y0: int, level: int, size: tuple[int, int], fill: int = 255) -> np.ndarray:
         """Read ``size`` = (width, height) pixels of ``level`` whose top-left is level-0 (x0, y0).
 
-        Parts outside the slide are white.  Returns a contiguous uint8 H×W×3 RGB array.
+        Parts outside the slide are ``fill`` (default 255, white; CLAM's padded
+        edge patches are black, 0: see :class:`~wsistream.sampling.CLAMGridSampler`).
+        Returns a contiguous uint8 H×W×3 RGB array.
 
         Raises
         ------
@@ -183,7 +185,7 @@ class SlideHandle(ABC):
         try:
             if cx0 == math.floor(lx) and cy0 == math.floor(ly) and cx1 - cx0 == width and cy1 - cy0 == height:
                 return _to_rgb(self._read(x0, y0, level, width, height))
-            out = np.full((height, width, 3), 255, np.uint8)
+            out = np.full((height, width, 3), fill, np.uint8)
             if cx1 > cx0 and cy1 > cy0:
                 sub = self._read(round(cx0 * ds), round(cy0 * ds), level, cx1 - cx0, cy1 - cy0)
                 ox, oy = cx0 - math.floor(lx), cy0 - math.floor(ly)

@@ -53,7 +53,9 @@ def run_bench(
 
     # -- 20x pool of 8 slides, Phikon-v2 -------------------------------------------------------
     def phikon(paths: list[str], views: bool = False, **overrides: Any):
-        return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False, **overrides)
+        # views rows use the OpenCV resize: the one device rendering supports, so CPU and device rows compare
+        resize = {"resize": "opencv"} if views else {}
+        return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False, **resize, **overrides)
 
     work = positions_of(phikon(slides.pool_20x)(), n_pool)
     # the pipeline rows are best-of-`repeats`, interleaved, so a background hiccup or a cold cache does not

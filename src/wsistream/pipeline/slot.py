@@ -51,7 +51,7 @@ class Slot:
 
     def read(self, x0: int, y0: int, plan: ReadPlan) -> np.ndarray:
         """Read ``plan.read_size`` at ``plan.level`` and area-resample to ``plan.patch_size``."""
-        region = self.handle.read_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
+        region = self.handle.read_region(x0, y0, plan.level, (plan.read_size, plan.read_size), fill=plan.pad_value)
         if not plan.needs_resize:
             return region
         if plan.resample == "lanczos":

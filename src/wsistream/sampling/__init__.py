@@ -1,6 +1,7 @@
 """Where to read: exact-resolution read plans and patch position samplers."""
 
 from wsistream.sampling.base import PatchSampler, Position, TissueCriterion
+from wsistream.sampling.clam_grid import CLAMGridSampler
 from wsistream.sampling.deepzoom import DeepZoomSampler
 from wsistream.sampling.grid import GridSampler
 from wsistream.sampling.magnification import ContinuousMagnificationSampler, MultiMagnificationSampler
@@ -9,6 +10,7 @@ from wsistream.sampling.random import RandomSampler, WindowDraw
 
 __all__ = [
     "DEFAULT_MPP_TOLERANCE",
+    "CLAMGridSampler",
     "ContinuousMagnificationSampler",
     "DeepZoomSampler",
     "GridSampler",

@@ -1,7 +1,7 @@
 """Patches at several physical resolutions: a fixed set, or a continuous range.
 
 Each patch is read exactly at its drawn µm/px (same read plans as
-:mod:`wsistream.sampling.plan`: finest level not coarser than the target,
+:mod:`wsistream.sampling.plan`: coarsest level not coarser than the target,
 area resampling) and records it in its coordinate, so a model trained on a
 mix of magnifications knows the real µm/px of every patch.
 """

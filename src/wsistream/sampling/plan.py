@@ -53,6 +53,8 @@ class ReadPlan:
     #: How ``read_size`` becomes ``patch_size``: ``"area"`` (cv2.INTER_AREA), or
     #: ``"lanczos"`` (PIL ``thumbnail(LANCZOS)``, DeepZoom's ``get_tile`` scaling).
     resample: Literal["area", "lanczos"] = "area"
+    #: Grey level of pixels outside the slide (255 white; 0 for CLAM's padded edge patches).
+    pad_value: int = 255
 
     @property
     def footprint_level0(self) -> float:

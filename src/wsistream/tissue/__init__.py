@@ -1,7 +1,7 @@
 """Tissue detection on slide overviews: masks cached once per slide."""
 
 from wsistream.tissue.base import TissueDetector, TissueMask
-from wsistream.tissue.clam import CLAM_PRESETS, CLAMTissueDetector
+from wsistream.tissue.clam import CLAM_PRESET_PADDING, CLAM_PRESETS, CLAMTissueDetector, best_level_for_downsample
 from wsistream.tissue.combined import CombinedTissueDetector
 from wsistream.tissue.hsv import HSVTissueDetector
 from wsistream.tissue.model import ModelTissueDetector, read_at_mpp
@@ -9,6 +9,7 @@ from wsistream.tissue.otsu import OtsuTissueDetector
 
 __all__ = [
     "CLAM_PRESETS",
+    "CLAM_PRESET_PADDING",
     "CLAMTissueDetector",
     "CombinedTissueDetector",
     "HSVTissueDetector",
@@ -16,5 +17,6 @@ __all__ = [
     "OtsuTissueDetector",
     "TissueDetector",
     "TissueMask",
+    "best_level_for_downsample",
     "read_at_mpp",
 ]

@@ -53,7 +53,9 @@ class DeviceViews(nn.Module):
     rare values (``tests/torch/test_torch_device_views.py`` pins the bounds
     per op); a solarize threshold can turn such a level into a large
     difference on the pixels that sit exactly at it.
-    Crops with ``interpolation="area"`` that enlarge are not supported.
+    Crops with ``interpolation="area"`` that enlarge are not supported, nor
+    crops with ``resize="pil"`` (Pillow's fixed-point two-pass resampler has
+    no device kernel; ``dinov2_multicrop(resize="opencv")`` renders here).
     """
 
     def __init__(self, views: Sequence[ViewConfig]) -> None:
@@ -63,6 +65,11 @@ class DeviceViews(nn.Module):
         self._layouts = planner.layouts
         for key, layout in self._layouts.items():
             for planned in layout:
+                if isinstance(planned.op, Crop) and planned.op.resize == "pil":
+                    raise ValueError(
+                        f"view {key!r}: resize='pil' (Pillow's resampler) has no device kernel; pass "
+                        "resize='opencv' to the crop (dinov2_multicrop(resize='opencv')) or view_rendering='cpu'"
+                    )
                 if isinstance(planned.op, Crop) and planned.op.interpolation == "area":
                     raise ValueError(
                         f"view {key!r}: interpolation='area' cannot enlarge on the device; use 'bicubic' "

@@ -12,7 +12,7 @@ choices without pixels, for :class:`wsistream.torch.DeviceViews`. See ``docs/vie
 """
 
 from wsistream.views.config import ViewConfig, validate_views
-from wsistream.views.crops import CenterCrop, Crop, CropBox, Interpolation, RandomResizedCrop, Resize
+from wsistream.views.crops import CenterCrop, Crop, CropBox, Interpolation, RandomResizedCrop, Resampler, Resize
 from wsistream.views.plan import OP_FIELDS, PlannedOp, ViewPlanner, device_chain, plan_layout, plan_views, render_plan
 from wsistream.views.presets import dinov2_multicrop
 from wsistream.views.render import render_views
@@ -25,6 +25,7 @@ __all__ = [
     "Interpolation",
     "PlannedOp",
     "RandomResizedCrop",
+    "Resampler",
     "Resize",
     "ViewConfig",
     "ViewPlanner",

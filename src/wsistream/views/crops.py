@@ -5,11 +5,22 @@ then cuts it out and resizes it to ``size``×``size`` (:meth:`Crop.apply`).
 Crops are :class:`~wsistream.transforms.PatchTransform` s, so one may also sit
 inside a transform chain.
 
-Resampling uses OpenCV. ``interpolation`` names the filter used when the box
-is enlarged; with ``antialias=True`` (default, as torchvision's v2 transforms
-and PIL, which DINOv2's PIL pipeline uses) a box that must shrink along both
-axes is area-averaged (``cv2.INTER_AREA``) instead, so downsampled views do
-not alias.
+Two resamplers (``resize=``):
+
+* ``"opencv"`` (class default, fast; the only one :class:`~wsistream.torch.DeviceViews`
+  renders): ``interpolation`` names the filter used when the box is enlarged
+  (``INTER_CUBIC``: Keys a = -0.75); with ``antialias=True`` a box that must
+  shrink along both axes is area-averaged (``cv2.INTER_AREA``) instead, so
+  downsampled views do not alias.
+* ``"pil"``: Pillow's ``Image.resize`` with the same-named filter (bicubic:
+  a = -0.5, support widened by the shrink factor, i.e. always antialiased).
+  This is exactly what torchvision's ``RandomResizedCrop`` does to the PIL
+  images DINOv2 feeds it (``F.resized_crop`` → ``PIL.Image.crop`` +
+  ``resize``), so :func:`~wsistream.views.dinov2_multicrop` uses it by
+  default. ``antialias`` is ignored (Pillow always antialiases).
+
+Measured difference between the two on real H&E crops: see docs/views.md
+("Resampling").
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from wsistream.transforms.base import PatchTransform, TraceEvent, check_finite, 
 __all__ = ["CenterCrop", "Crop", "CropBox", "Interpolation", "RandomResizedCrop", "Resize"]
 
 Interpolation = Literal["bicubic", "bilinear", "area", "nearest"]
+Resampler = Literal["opencv", "pil"]
 _CV_INTERP = {
     "bicubic": cv2.INTER_CUBIC,
     "bilinear": cv2.INTER_LINEAR,
@@ -63,13 +75,31 @@ def _check_interpolation(interpolation: str) -> None:
         )
 
 
-def resize_to(image: np.ndarray, size: int, interpolation: Interpolation, antialias: bool = True) -> np.ndarray:
-    """Resize ``image`` to ``size``×``size`` (returned as is when already that size)."""
+def _check_resize(resize: str) -> None:
+    if resize not in ("opencv", "pil"):
+        raise ValueError(f"resize={resize!r}; pass 'pil' (torchvision on PIL images, DINOv2) or 'opencv' (fast)")
+
+
+def resize_to(
+    image: np.ndarray, size: int, interpolation: Interpolation, antialias: bool = True, resize: Resampler = "opencv"
+) -> np.ndarray:
+    """Resize ``image`` to ``size``×``size`` (returned as is when already that size); see the module docstring."""
     h, w = image.shape[:2]
     if h == size and w == size:
         return image
+    if resize == "pil":
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), _pil_filter(interpolation)))
     flag = cv2.INTER_AREA if antialias and h >= size and w >= size else _CV_INTERP[interpolation]
     return cv2.resize(cv_compatible(image), (size, size), interpolation=flag)
+
+
+def _pil_filter(interpolation: Interpolation) -> int:
+    from PIL import Image
+
+    r = Image.Resampling
+    return {"bicubic": r.BICUBIC, "bilinear": r.BILINEAR, "area": r.BOX, "nearest": r.NEAREST}[interpolation]
 
 
 class Crop(PatchTransform):
@@ -82,6 +112,7 @@ class Crop(PatchTransform):
     size: int
     interpolation: Interpolation = "bicubic"
     antialias: bool = True
+    resize: Resampler = "opencv"
 
     @abstractmethod
     def sample_box(self, rng: np.random.Generator, height: int, width: int) -> CropBox:
@@ -90,7 +121,7 @@ class Crop(PatchTransform):
     def apply(self, image: np.ndarray, box: CropBox) -> np.ndarray:
         """Cut ``box`` out of ``image`` and resize it to ``size``×``size``."""
         region = image[box.top : box.top + box.height, box.left : box.left + box.width]
-        return resize_to(region, self.size, self.interpolation, self.antialias)
+        return resize_to(region, self.size, self.interpolation, self.antialias, self.resize)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Sample a box and apply it."""
@@ -140,6 +171,8 @@ class RandomResizedCrop(Crop):
         (``dinov2/data/augmentations.py``, lines 46-48 and 55-57).
     antialias : bool
         Area-average boxes that shrink along both axes (see module docstring).
+    resize : {"opencv", "pil"}
+        Resampler (module docstring); ``"pil"`` is torchvision's on PIL images.
     """
 
     size: int
@@ -147,6 +180,7 @@ class RandomResizedCrop(Crop):
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     interpolation: Interpolation = "bicubic"
     antialias: bool = True
+    resize: Resampler = "opencv"
 
     def __post_init__(self) -> None:
         _check_size(self.size, "RandomResizedCrop")
@@ -162,6 +196,7 @@ class RandomResizedCrop(Crop):
         if ratio[0] <= 0:
             raise ValueError(f"ratio (w/h) must be positive, got {self.ratio}; torchvision uses (3/4, 4/3)")
         _check_interpolation(self.interpolation)
+        _check_resize(self.resize)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "ratio", ratio)
 
@@ -202,11 +237,13 @@ class CenterCrop(Crop):
     size: int
     interpolation: Interpolation = "bicubic"
     antialias: bool = True
+    resize: Resampler = "opencv"
 
     def __post_init__(self) -> None:
         _check_size(self.size, "CenterCrop")
         object.__setattr__(self, "size", int(self.size))
         _check_interpolation(self.interpolation)
+        _check_resize(self.resize)
 
     def sample_box(self, rng: np.random.Generator, height: int, width: int) -> CropBox:
         """Return the centred box (draws nothing)."""
@@ -233,16 +270,20 @@ class Resize(Crop):
         Filter for enlarging (shrinking uses area averaging when ``antialias``).
     antialias : bool
         See the module docstring.
+    resize : {"opencv", "pil"}
+        Resampler (module docstring).
     """
 
     size: int
     interpolation: Interpolation = "bicubic"
     antialias: bool = True
+    resize: Resampler = "opencv"
 
     def __post_init__(self) -> None:
         _check_size(self.size, "Resize")
         object.__setattr__(self, "size", int(self.size))
         _check_interpolation(self.interpolation)
+        _check_resize(self.resize)
 
     def sample_box(self, rng: np.random.Generator, height: int, width: int) -> CropBox:
         """Return the whole image (draws nothing)."""

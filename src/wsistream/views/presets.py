@@ -7,7 +7,7 @@ from wsistream.transforms.blur import GaussianBlur
 from wsistream.transforms.color import ColorJitter, RandomGrayscale, RandomSolarize
 from wsistream.transforms.geometric import RandomHorizontalFlip
 from wsistream.views.config import ViewConfig
-from wsistream.views.crops import RandomResizedCrop
+from wsistream.views.crops import RandomResizedCrop, Resampler
 
 __all__ = ["dinov2_multicrop"]
 
@@ -19,7 +19,8 @@ def dinov2_multicrop(
     local_scale: tuple[float, float] = (0.05, 0.32),
     n_local: int = 8,
     *,
-    released_blur: bool = False,
+    released_blur: bool = True,
+    resize: Resampler = "pil",
 ) -> list[ViewConfig]:
     """DINOv2's multi-crop augmentation (``DataAugmentationDINO``) as view configs.
 
@@ -32,11 +33,12 @@ def dinov2_multicrop(
     ==========  ===================================================================
     global_0    RandomResizedCrop(global_size, global_scale, bicubic) [l.46-48],
                 HFlip p=0.5 [l.49], ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8
-                [l.65-68], Grayscale p=0.2 [l.69], GaussianBlur p=1.0 [l.73]
-    global_1    same crop/flip/colour, GaussianBlur p=0.1 [l.77],
-                Solarize(128) p=0.2 [l.78]
+                [l.65-68], Grayscale p=0.2 [l.69], GaussianBlur(p=1.0) [l.73]
+                (applied with 0.0, see ``released_blur``)
+    global_1    same crop/flip/colour, GaussianBlur(p=0.1) [l.77] (applied
+                with 0.9), Solarize(128) p=0.2 [l.78]
     local_i     RandomResizedCrop(local_size, local_scale, bicubic) [l.55-57],
-                HFlip p=0.5, same colour ops, GaussianBlur p=0.5 [l.82]
+                HFlip p=0.5, same colour ops, GaussianBlur(p=0.5) [l.82]
     ==========  ===================================================================
 
     Blur is a 9-tap Gaussian, sigma ~ U(0.1, 2.0) (``dinov2/data/transforms.py``
@@ -56,9 +58,18 @@ def dinov2_multicrop(
         ``RandomApply``, whose ``p`` is the probability of *applying*, so the
         released code blurs global_0 with probability 0.0, global_1 with 0.9
         and locals with 0.5 (facebookresearch/dinov2 PR #411; dinov3 issue
-        #286). ``False`` (default) uses the stated probabilities (1.0 / 0.1 /
-        0.5, as DINO and BYOL); ``True`` reproduces what the released
-        checkpoints were actually trained with.
+        #286). ``True`` (default) reproduces what models trained with the
+        released code (Phikon-v2, ...) actually saw; ``False`` uses the
+        probabilities the paper states (1.0 / 0.1 / 0.5, as DINO and BYOL).
+        Both are proven by measured firing rates
+        (``tests/views/test_dinov2_multicrop.py``) against the chain DINOv2's
+        own code builds (``tests/views/fixtures/dinov2_chain.json``).
+
+    resize : {"pil", "opencv"}
+        Crop resampler. ``"pil"`` (default) is what torchvision does to
+        DINOv2's PIL images (Pillow bicubic, antialiased), pixel for pixel;
+        ``"opencv"`` is faster and is the one ``view_rendering="device"``
+        supports (difference measured in docs/views.md, "Resampling").
 
     Returns
     -------
@@ -67,8 +78,8 @@ def dinov2_multicrop(
     """
     if isinstance(n_local, bool) or not isinstance(n_local, int) or n_local < 0:
         raise ValueError(f"n_local must be an int >= 0, got {n_local!r}; DINOv2 uses 8")
-    global_crop = RandomResizedCrop(global_size, scale=global_scale, interpolation="bicubic")
-    local_crop = RandomResizedCrop(local_size, scale=local_scale, interpolation="bicubic")
+    global_crop = RandomResizedCrop(global_size, scale=global_scale, interpolation="bicubic", resize=resize)
+    local_crop = RandomResizedCrop(local_size, scale=local_scale, interpolation="bicubic", resize=resize)
 
     def chain(*extra: PatchTransform) -> tuple[PatchTransform, ...]:
         return (
