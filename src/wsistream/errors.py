@@ -9,6 +9,7 @@ does) so that every raise site produces the same shape of message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class WsiStreamError(Exception):
@@ -22,7 +23,7 @@ class WsiStreamError(Exception):
         where = f"{slide_path}: " if slide_path is not None else ""
         super().__init__(f"{where}{reason}")
 
-    def __reduce__(self):  # keep (slide_path, reason) across process boundaries
+    def __reduce__(self) -> tuple[Any, ...]:  # keep (slide_path, reason) across process boundaries
         return (_rebuild_error, (type(self), self.slide_path, self.reason))
 
 
@@ -77,5 +78,5 @@ class NoUsableSlidesError(WsiStreamError):
         more = f"\n  ... and {len(self.failures) - 50} more" if len(self.failures) > 50 else ""
         super().__init__(None, f"no usable slides: all {len(self.failures)} failed:\n{lines}{more}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (NoUsableSlidesError, (self.failures,))

@@ -119,7 +119,9 @@ def bootstrap_ci(
     return theta, float(2 * theta - hi), float(2 * theta - lo)
 
 
-def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, n_classes: int, cfg: LinearEvalConfig):
+def _fit_predict(
+    x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, n_classes: int, cfg: LinearEvalConfig
+) -> np.ndarray:
     from sklearn.linear_model import SGDClassifier
     from sklearn.preprocessing import StandardScaler
 
@@ -149,11 +151,11 @@ def _metrics(y: np.ndarray, proba: np.ndarray, cfg: LinearEvalConfig, rng: np.ra
 
     def auc(a: np.ndarray, b: np.ndarray) -> float:
         if multi:
-            return roc_auc_score(a, b, average="macro", multi_class="ovr", labels=np.arange(proba.shape[1]))
-        return roc_auc_score(a, b)
+            return float(roc_auc_score(a, b, average="macro", multi_class="ovr", labels=np.arange(proba.shape[1])))
+        return float(roc_auc_score(a, b))
 
     def f1(a: np.ndarray, b: np.ndarray) -> float:
-        return f1_score(a, b, average="macro" if multi else "binary")
+        return float(f1_score(a, b, average="macro" if multi else "binary"))
 
     out: dict[str, float] = {}
     for name, stat, p in (("auc", auc, score), ("acc", accuracy_score, pred), ("f1", f1, pred)):

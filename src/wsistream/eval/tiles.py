@@ -81,7 +81,9 @@ def labels_from_class_folders(root: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
-def _read_label_source(labels: str | os.PathLike[str] | Mapping[str, object] | None, ids: list[str]) -> dict:
+def _read_label_source(
+    labels: str | os.PathLike[str] | Mapping[str, object] | None, ids: list[str]
+) -> Mapping[str, object]:
     if isinstance(labels, Mapping):
         return {str(k): v for k, v in labels.items()}
     if labels is None:

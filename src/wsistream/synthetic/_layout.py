@@ -43,7 +43,7 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float)
     """
     factor = max(1.0, sigma / 3.0)
     coarse = (max(2, math.ceil(shape[0] / factor) + 2), max(2, math.ceil(shape[1] / factor) + 2))
-    noise = rng.standard_normal(coarse).astype(np.float32)
+    noise: np.ndarray = rng.standard_normal(coarse).astype(np.float32)
     noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=sigma / factor, borderType=cv2.BORDER_REFLECT)
     if coarse != shape:
         noise = cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
@@ -120,7 +120,7 @@ class TissueLayout:
         band = grid[i0].astype(np.float32) * (1.0 - frac) + grid[i1].astype(np.float32) * frac
         band = np.round(band).astype(np.uint8)
         # Equal height in and out: cv2 interpolates along x only, with the same x mapping as a full resize.
-        return cv2.resize(band, (width, nrows), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(cv2.resize(band, (width, nrows), interpolation=cv2.INTER_LINEAR))
 
 
 def _blob_field(rng: np.random.Generator, shape: tuple[int, int], blobs: int) -> np.ndarray:
@@ -155,7 +155,7 @@ def _drop_small_islands(mask: np.ndarray, min_cells: int) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = np.zeros(count, np.uint8)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_cells
-    return keep[labels]
+    return np.asarray(keep[labels])
 
 
 def _punch_holes(rng: np.random.Generator, mask: np.ndarray, count: int) -> np.ndarray:
@@ -248,7 +248,7 @@ def _stain_gain(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     """
     short = min(mask.shape)
     inner = cv2.erode(mask, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    weight = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), sigmaX=1.5)
+    weight: np.ndarray = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), sigmaX=1.5)
     weight *= cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     strength = 0.08 * smooth_noise(rng, mask.shape, max(1.0, 0.08 * short))
     gains = []

@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class TissueMask:
     mask: np.ndarray
     downsample_x: float
     downsample_y: float
-    contours: tuple = field(default=(), repr=False)
+    contours: tuple[Any, ...] = field(default=(), repr=False)
 
     @cached_property
     def _integral(self) -> np.ndarray:
@@ -86,7 +86,7 @@ class TissueMask:
             return np.zeros((0, 0), np.float32)
         ii = self._integral
         sums = ii[cells_y:, cells_x:] - ii[:-cells_y, cells_x:] - ii[cells_y:, :-cells_x] + ii[:-cells_y, :-cells_x]
-        return sums.astype(np.float32) * np.float32(1.0 / (cells_x * cells_y))
+        return np.asarray(sums.astype(np.float32) * np.float32(1.0 / (cells_x * cells_y)))
 
 
 class TissueDetector(ABC):

@@ -116,7 +116,7 @@ class ModelTissueDetector(TissueDetector):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
         if self.weights is not None:
-            _weights_stat(self.weights)  # fail now, in the main process, not in a worker
+            _weights_stat(os.fspath(self.weights))  # fail now, in the main process, not in a worker
         for ok, message in (
             (math.isfinite(self.input_mpp) and self.input_mpp > 0, "input_mpp: pass a µm/px > 0 (4.0 ≈ 2.5x)"),
             (0.0 <= self.threshold <= 1.0, "threshold: pass a probability in [0, 1]"),
@@ -152,14 +152,14 @@ class ModelTissueDetector(TissueDetector):
         """SHA-256 of the weights file (or of the state dict); a changed file is re-hashed and reloaded."""
         rt = self._rt()
         if self.weights is not None:
-            stat = _weights_stat(self.weights)
+            stat = _weights_stat(os.fspath(self.weights))
             if rt.get("weights_stat") != stat:
                 rt.pop("model", None)
-                rt["fingerprint"] = _file_sha256(self.weights)
+                rt["fingerprint"] = _file_sha256(os.fspath(self.weights))
                 rt["weights_stat"] = stat
         elif "fingerprint" not in rt:
             rt["fingerprint"] = _state_sha256(self._model())
-        return rt["fingerprint"]
+        return str(rt["fingerprint"])
 
     def cache_key(self, slide_path: str, mpp: float) -> str:
         """Hex SHA-256 of the slide file identity, its resolved µm/px, the settings and the weights."""
@@ -200,7 +200,7 @@ class ModelTissueDetector(TissueDetector):
 
     def detect(self, overview: np.ndarray, downsample: tuple[float, float]) -> TissueMask:
         """Run the model on ``overview`` as given: no resampling to ``input_mpp``, no cache."""
-        return TissueMask(self.predict(overview) > self.threshold, *map(float, downsample))
+        return TissueMask(self.predict(overview) > self.threshold, float(downsample[0]), float(downsample[1]))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Tissue probability (float32 H×W) of a uint8 H×W×3 RGB image, tile by tile."""
@@ -262,16 +262,18 @@ class ModelTissueDetector(TissueDetector):
             self.fingerprint()
         if "model" not in rt:
             rt["model"] = self._load()
-        return rt["model"]
+        model: Callable[[Any], Any] = rt["model"]
+        return model
 
     def _load(self) -> Any:
         import torch
 
         name = _callable_name(self.model)
-        if self.model is None and str(self.weights).endswith(".pt2"):
-            return torch.export.load(self.weights).module().to(self.device)  # exported graphs reject .eval()
+        weights = os.fspath(self.weights) if self.weights is not None else ""  # validated: a model or weights
+        if self.model is None and weights.endswith(".pt2"):
+            return torch.export.load(weights).module().to(self.device)  # exported graphs reject .eval()
         if self.model is None:
-            model = torch.jit.load(self.weights, map_location="cpu")
+            model = torch.jit.load(weights, map_location="cpu")  # type: ignore[no-untyped-call]
         else:
             model = self.model if isinstance(self.model, torch.nn.Module) else self.model()
             if not isinstance(model, torch.nn.Module):

@@ -12,6 +12,7 @@ cascades (tests pin the bounds).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,7 @@ def resample(x: torch.Tensor, matrices: torch.Tensor, axis: int) -> torch.Tensor
             taps = x.gather(2, index[:, :, tap].view(n, 1, out_size, 1).expand(n, c, -1, x.shape[3]))
             term = taps * weight[:, :, tap].view(n, 1, out_size, 1)
         out = term if out is None else out + term
+    assert out is not None  # k >= 1 taps
     return out
 
 
@@ -213,9 +215,14 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     half = kernel_size // 2
     width, height = x.shape[3], x.shape[2]
     padded = F.pad(x, (half, half, 0, 0), mode="reflect")  # reflect = OpenCV's BORDER_REFLECT_101
-    y = sum(kernels[:, k].view(-1, 1, 1, 1) * padded[..., k : k + width] for k in range(kernel_size))
+    # Python's sum, left to right from 0, fixes the order of the float32 additions (the CPU path's order)
+    y = cast(
+        torch.Tensor, sum(kernels[:, k].view(-1, 1, 1, 1) * padded[..., k : k + width] for k in range(kernel_size))
+    )
     padded = F.pad(y, (0, 0, half, half), mode="reflect")
-    y = sum(kernels[:, k].view(-1, 1, 1, 1) * padded[:, :, k : k + height] for k in range(kernel_size))
+    y = cast(
+        torch.Tensor, sum(kernels[:, k].view(-1, 1, 1, 1) * padded[:, :, k : k + height] for k in range(kernel_size))
+    )
     return torch.round(y).clamp(0, 255)
 
 

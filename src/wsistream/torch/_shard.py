@@ -39,7 +39,7 @@ class ShardUnusableError(NoUsableSlidesError):
         if where:
             WsiStreamError.__init__(self, None, f"{where}: {self.reason}")
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (ShardUnusableError, (self.failures,) if self.failures else (str(self),))
 
 
@@ -135,7 +135,7 @@ class ShardSpec:
 
     slides: tuple[str, ...]
     seed: int
-    fingerprint: str
+    fingerprint: int
     rank: int
     world_size: int
     partition: PartitionPolicy
@@ -154,6 +154,11 @@ class ShardSpec:
                     f"{value!r} here; resume with the same slides, seed, world_size and num_workers "
                     f"(checkpoint: {state.get('n_shards')} shards = ranks × workers)"
                 )
+
+
+def _records(failures: Sequence[object]) -> list[FailureRecord]:
+    """The failure records of a ``NoUsableSlidesError`` (rebuilt-from-message errors carry none)."""
+    return [f for f in failures if isinstance(f, FailureRecord)]
 
 
 def rss_bytes() -> int:
@@ -297,11 +302,11 @@ class ShardIterator(Iterator[StreamItem]):
         """Handle the end of the shard's pipeline: next pass (equal-length policy), notice, or error."""
         endless = self.quota is not None or self.spec.cycle
         if endless and (exc is not None or self.pass_emitted == 0):
-            failures = exc.failures if exc is not None else list(self._take_failures())
+            records = _records(exc.failures) if exc is not None else list(self._take_failures())
             self._finish()
-            if failures:
+            if records:
                 where = f"shard {self.shard} (rank {self.spec.rank}, worker {self.worker_id})"
-                raise ShardUnusableError(failures, where) from exc
+                raise ShardUnusableError(records, where) from exc
             raise RuntimeError(
                 f"shard {self.shard} (rank {self.spec.rank}, worker {self.worker_id}) produced no patch in a "
                 "whole pass over its slides and recorded no failure (are they all quarantined by "
@@ -310,7 +315,7 @@ class ShardIterator(Iterator[StreamItem]):
         if self.quota is not None:
             self._end_pass()  # wrap around: a fresh pass with its own seed
             return None
-        failures = tuple(exc.failures) if exc is not None else self._take_failures()
+        failures = tuple(_records(exc.failures)) if exc is not None else self._take_failures()
         self._finish()
         if exc is not None:
             logger.warning("wsistream: shard %d has no usable slide; it ends this epoch empty", self.shard)

@@ -164,6 +164,9 @@ class GpuNormalizer(nn.Module):
         Asynchronous host→device copy (effective for pinned inputs).
     """
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(
         self,
         mean: Sequence[float] = IMAGENET_MEAN,

@@ -22,7 +22,7 @@ PipelineSource = PatchPipeline | Callable[[], PatchPipeline]
 __all__ = ["STATE_FORMAT", "PipelineSource", "StreamItem", "WorkerStats", "WsiStreamDataset"]
 
 
-class WsiStreamDataset(IterableDataset):
+class WsiStreamDataset(IterableDataset[StreamItem]):
     """Stream a pipeline's patches from every DataLoader worker of every rank, each on its own slides.
 
     Every (rank, worker) pair — a *shard* — streams a disjoint subset of the
@@ -125,7 +125,7 @@ class WsiStreamDataset(IterableDataset):
             )
         self.validate_workers(0)
         # Shared memory, so set_epoch() reaches persistent workers too.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]
         self._pending: dict[str, Any] | None = None
         self._iter: ShardIterator | None = None
         self._template_cache: PatchPipeline | None = template if self._pipeline is not None else None
@@ -162,7 +162,7 @@ class WsiStreamDataset(IterableDataset):
         return self.spec.patches_per_rank
 
     @property
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> int:
         """Digest of the slide list that checkpoints are checked against."""
         return self.spec.fingerprint
 

@@ -156,7 +156,7 @@ def _replay(planned: PlannedOp, x: torch.Tensor, plan: torch.Tensor) -> torch.Te
                 factor = col(name)
                 arg = factor if name == "hue" else factor.view(-1, 1, 1, 1)
                 active = fired & (order[:, step] == index) & ~torch.isnan(factor)
-                x = _on_rows(x, active, lambda sub, rows, kernel=kernel, arg=arg: kernel(sub, arg[rows]))
+                x = _on_rows(x, active, lambda sub, rows, kernel=kernel, arg=arg: kernel(sub, arg[rows]))  # type: ignore[misc]
         return x
     raise ValueError(f"no device kernel for {type(op).__name__}")  # plan_layout admits only the ops above
 

@@ -38,7 +38,7 @@ def make_loader(
     stateful: bool = True,
     snapshot_every_n_steps: int = 1,
     **kwargs: Any,
-) -> DataLoader:
+) -> DataLoader[Any]:
     """Build a ``StatefulDataLoader`` (or a plain ``DataLoader``) after checking the combination.
 
     Everything that can be known before training is checked here, with a
@@ -95,4 +95,5 @@ def make_loader(
         ) from exc
     with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API on construction
         warnings.filterwarnings("ignore", message=".*set_vital.*deprecated", category=UserWarning)
-        return StatefulDataLoader(dataset, snapshot_every_n_steps=snapshot_every_n_steps, **options)
+        loader: DataLoader[Any] = StatefulDataLoader(dataset, snapshot_every_n_steps=snapshot_every_n_steps, **options)
+        return loader
