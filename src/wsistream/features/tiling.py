@@ -125,6 +125,23 @@ def _validate_common(
         raise ValueError(f"overview_side must be >= 16 pixels, got {overview_side}")
 
 
+def _geometry_attrs(props: SlideProperties, level: int, side_level0: int, read_w: np.ndarray) -> dict[str, Any]:
+    """Where the tiles sit on the slide: level-0 side, read size at ``level``, its downsample, level-0 µm/px.
+
+    ``patch_size_level0`` is the tile side in level-0 pixels (TRIDENT's attribute,
+    what TITAN reads); ``read_size`` the side read from ``level`` before resampling
+    (the largest read: border tiles of a DeepZoom grid are smaller).
+    """
+    return {
+        "patch_size_level0": int(side_level0),
+        "read_size": int(np.max(read_w)) if len(read_w) else 0,
+        "level_downsample": float(props.level_downsamples[level]),
+        "level0_mpp": props.mpp,
+        "level0_width": int(props.level0_width),
+        "level0_height": int(props.level0_height),
+    }
+
+
 def _tissue_mask(handle: SlideHandle, detector: TissueDetector, overview_side: int) -> TissueMask:
     overview, downsample = handle.read_overview(overview_side)
     return detector.detect(overview, downsample)
@@ -222,9 +239,10 @@ class DeepZoomTiling:
             "tile_level": dz_level,
             "level": level,
             "patch_size": self.tile_size,
+            **_geometry_attrs(props, level, grid.level0_downsample(dz_level) * self.tile_size, reads["read_w"]),
             "mpp": mpp,
             "target_mpp": self.target_mpp,
-            "coords_frame": "deepzoom_address",
+            "coords_frame": "deepzoom_address",  # of ``coords`` / features.npy; the .h5 holds level-0 pixels
             "tissue_threshold": self.tissue_threshold,
             "dz_overlap": 0,
             "dz_limit_bounds": False,
@@ -318,7 +336,7 @@ class GridTiling:
             "tiling": "grid",
             "level": plan.level,
             "patch_size": plan.patch_size,
-            "read_size": plan.read_size,
+            **_geometry_attrs(props, plan.level, round(plan.footprint_level0), read),
             "mpp": plan.mpp,
             "target_mpp": self.target_mpp,
             "coords_frame": "level0_pixels",
