@@ -25,6 +25,13 @@ class Format(str, Enum):
     h5 = "h5"
 
 
+class BackendName(str, Enum):
+    """Slide readers."""
+
+    openslide = "openslide"
+    tiffslide = "tiffslide"
+
+
 class TilingName(str, Enum):
     """Tilings."""
 
@@ -114,9 +121,21 @@ def extract(
     mpp_overrides: Annotated[Path | None, typer.Option("--mpp-overrides", help="CSV: slide,mpp.")] = None,
     mpp_fallback: Annotated[float | None, typer.Option("--mpp-fallback", help="µm/px if none.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished slides too.")] = False,
+    rank: Annotated[int | None, typer.Option("--rank", help="This worker's rank (default: torchrun/SLURM).")] = None,
+    world_size: Annotated[int | None, typer.Option("--world-size", help="Number of workers (with --rank).")] = None,
+    claim: Annotated[
+        bool, typer.Option("--claim/--no-claim", help="Claim slides with lock files in the output (any workers).")
+    ] = False,
+    heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between lock heartbeats.")] = 30.0,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) after which a lock's owner is presumed dead.")
+    ] = 300.0,
+    backend: Annotated[BackendName, typer.Option("--backend", help="Slide reader.")] = BackendName.openslide,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
+    from wsistream.backends import OpenSlideBackend, TiffSlideBackend
+    from wsistream.features.claims import ClaimConfig
     from wsistream.features.cohort import extract_cohort
     from wsistream.pipeline.mpp import MppPolicy
     from wsistream.pipeline.paths import resolve_slide_paths
@@ -142,6 +161,8 @@ def extract(
         device,
     )
     try:
+        claims = ClaimConfig(heartbeat, stale_after) if claim else None
+        reader = OpenSlideBackend() if backend is BackendName.openslide else TiffSlideBackend()
         report = extract_cohort(
             paths,
             out,
@@ -153,6 +174,10 @@ def extract(
             config=config,
             mpp_policy=policy,
             overwrite=overwrite,
+            rank=rank,
+            world_size=world_size,
+            claim=claims,
+            backend=reader,
             progress=progress,
         )
     except (ValueError, WsiStreamError) as exc:
