@@ -169,7 +169,14 @@ def _mount(module: str) -> None:
     app.registered_commands.extend(sub.registered_commands)
 
 
-for _module in ("wsistream.qc.validate", "wsistream.features.cli", "wsistream.mil.cli", "wsistream.slide_ssl.cli"):
+_STAGES = (
+    "wsistream.qc.validate",
+    "wsistream.tissue.cli",
+    "wsistream.features.cli",
+    "wsistream.mil.cli",
+    "wsistream.slide_ssl.cli",
+)
+for _module in _STAGES:
     try:
         _mount(_module)
     except ModuleNotFoundError as _exc:  # a stage whose extra (torch, transformers...) is not installed

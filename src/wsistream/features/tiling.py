@@ -142,9 +142,11 @@ def _geometry_attrs(props: SlideProperties, level: int, side_level0: int, read_w
     }
 
 
-def _tissue_mask(handle: SlideHandle, detector: TissueDetector, overview_side: int) -> TissueMask:
-    overview, downsample = handle.read_overview(overview_side)
-    return detector.detect(overview, downsample)
+def _tissue_mask(
+    handle: SlideHandle, detector: TissueDetector, overview_side: int, props: SlideProperties
+) -> TissueMask:
+    # detect_slide, as the pipeline calls it: detectors that need the slide (GeoJSON, model masks) work here too
+    return detector.detect_slide(handle, props, overview_side)
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class DeepZoomTiling:
         keep = np.ones(len(cols), bool)
         if not self.keep_partial:
             keep &= (reads["z_w"] == self.tile_size) & (reads["z_h"] == self.tile_size)
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side)
+        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side, props)
         ds = props.level_downsamples[level]
         fractions = np.array(
             [
@@ -318,7 +320,7 @@ class GridTiling:
             tissue_threshold=self.tissue_threshold,
             mpp_tolerance=self.mpp_tolerance,
         )
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side)
+        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side, props)
         positions = sampler.grid(mask, plan, props)
         if not positions:
             raise NoTissueError(

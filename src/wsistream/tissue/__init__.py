@@ -3,6 +3,13 @@
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.clam import CLAM_PRESETS, CLAMTissueDetector
 from wsistream.tissue.combined import CombinedTissueDetector
+from wsistream.tissue.geojson import (
+    GeoJSONTissueDetector,
+    TissueAnnotationError,
+    geojson_to_mask,
+    mask_to_geojson,
+    write_geojson,
+)
 from wsistream.tissue.hsv import HSVTissueDetector
 from wsistream.tissue.model import ModelTissueDetector, read_at_mpp
 from wsistream.tissue.otsu import OtsuTissueDetector
@@ -11,10 +18,15 @@ __all__ = [
     "CLAM_PRESETS",
     "CLAMTissueDetector",
     "CombinedTissueDetector",
+    "GeoJSONTissueDetector",
     "HSVTissueDetector",
     "ModelTissueDetector",
     "OtsuTissueDetector",
+    "TissueAnnotationError",
     "TissueDetector",
     "TissueMask",
+    "geojson_to_mask",
+    "mask_to_geojson",
     "read_at_mpp",
+    "write_geojson",
 ]
