@@ -85,8 +85,12 @@ def _build(
     return enc, tiler, config
 
 
-_Encoder = Annotated[str, typer.Option("--encoder", help="Registered encoder: phikon, phikon-v2, ibot.")]
-_Weights = Annotated[Path, typer.Option("--weights", help="Local weights: a Hugging Face folder or an iBOT .pth.")]
+_Encoder = Annotated[
+    str, typer.Option("--encoder", help="Registered encoder: phikon, phikon-v2, ibot, dinov2, timm-vit.")
+]
+_Weights = Annotated[
+    Path, typer.Option("--weights", help="Local weights: a Hugging Face folder, or an iBOT / DINOv2 / timm file.")
+]
 _Slides = Annotated[list[str], typer.Option("--slides", help="Folder, glob, .txt list or file; repeatable.")]
 _Out = Annotated[Path, typer.Option("--out", help="Output root; files go to OUT/EXTRACTOR/COHORT/.")]
 _Fmt = Annotated[Format, typer.Option("--format", help="histossl (features.npy) or h5.")]
