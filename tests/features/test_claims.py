@@ -93,8 +93,21 @@ def cluster_slides(tmp_path_factory) -> list[str]:
     return [str(write_aperio_svs(root / f"s{i}.svs", seed=i, **kw)) for i in range(5)]
 
 
-def _worker(tiny_vit_dir: Path, slides: list[str], out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "wsistream.cli.main", "extract", "--encoder", "phikon", "--weights", str(tiny_vit_dir)]
+@pytest.fixture(scope="module")
+def tiny_dinov2_pth(tmp_path_factory) -> Path:
+    """A DINOv2 teacher checkpoint of a 64-d, 2-block ViT (plain torch: workers start without transformers)."""
+    from wsistream.features.vit_checkpoints import PlainViT
+
+    model = PlainViT(64, 2, 1, 32, 128, 7, layer_scale=True)
+    gen = torch.Generator().manual_seed(0)
+    sd = {f"backbone.{k}": torch.randn(v.shape, generator=gen) * 0.2 for k, v in model.state_dict().items()}
+    path = tmp_path_factory.mktemp("dinov2") / "teacher_checkpoint.pth"
+    torch.save({"teacher": sd}, path)
+    return path
+
+
+def _worker(weights: Path, slides: list[str], out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "wsistream.cli.main", "extract", "--encoder", "dinov2", "--weights", str(weights)]
     for s in slides:
         cmd += ["--slides", s]
     cmd += ["--out", str(out), "--format", "h5", "--tissue-threshold", "0.2", "--batch-size", "4"]
@@ -125,13 +138,13 @@ def _kill_mid_slide(victim: subprocess.Popen, root: Path, timeout: float = 120) 
 
 
 @pytest.mark.slow
-def test_three_workers_one_killed_every_slide_once(tiny_vit_dir: Path, cluster_slides: list[str], tmp_path: Path):
+def test_three_workers_one_killed_every_slide_once(tiny_dinov2_pth: Path, cluster_slides: list[str], tmp_path: Path):
     out = tmp_path / "shared"
-    root = out / "phikon" / "default"
-    workers = [_worker(tiny_vit_dir, cluster_slides, out) for _ in range(3)]
+    root = out / "dinov2" / "default"
+    workers = [_worker(tiny_dinov2_pth, cluster_slides, out) for _ in range(3)]
     killed = _kill_mid_slide(workers[1], root)
     assert (root / ".claims" / f"{killed}.lock").exists()  # it died holding the slide
-    workers.append(_worker(tiny_vit_dir, cluster_slides, out))  # the restarted job
+    workers.append(_worker(tiny_dinov2_pth, cluster_slides, out))  # the restarted job
     for w in (workers[0], workers[2], workers[3]):
         output = w.communicate(timeout=300)[0].decode()
         assert w.returncode == 0, output
@@ -152,7 +165,7 @@ def test_three_workers_one_killed_every_slide_once(tiny_vit_dir: Path, cluster_s
         single = extract_cohort(
             cluster_slides,
             tmp_path / "single",
-            load_encoder("phikon", tiny_vit_dir),
+            load_encoder("dinov2", tiny_dinov2_pth),
             tiling=DeepZoomTiling(tissue_threshold=0.2),
             fmt="h5",
             config=ExtractionConfig(batch_size=4, num_workers=0, device="cpu"),
