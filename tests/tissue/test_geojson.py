@@ -77,3 +77,35 @@ def test_an_edited_geojson_is_the_extraction_mask(written_20x: str, tmp_path: Pa
         pytest.raises(TissueAnnotationError, match=r"w20x.svs.*no tissue GeoJSON"),
     ):
         tiling.tiles(handle)
+
+
+def test_extract_cli_takes_the_geojson_masks(written_20x: str, tmp_path: Path):
+    import torch
+
+    from wsistream.cli.main import app
+    from wsistream.features import read_features
+    from wsistream.features.vit_checkpoints import PlainViT
+
+    weights = tmp_path / "dinov2.pth"
+    torch.save({"teacher": PlainViT(64, 1, 1, 32, 64, 7).state_dict()}, weights)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    box = [[0, 0], [460, 0], [460, 240], [0, 240], [0, 0]]
+    (masks / "w20x.svs.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [box]}))
+    args = ["extract", "--encoder", "dinov2", "--weights", str(weights), "--slides", written_20x]
+    args += [
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "h5",
+        "--tissue-geojson",
+        str(masks),
+        "--tissue-threshold",
+        "0.9",
+    ]
+    out = CliRunner().invoke(app, [*args, "--num-workers", "0", "--device", "cpu", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    feats = read_features(tmp_path / "out" / "dinov2" / "default" / "w20x.h5")
+    assert sorted(map(tuple, feats.coords[:, 1:].astype(int).tolist())) == [(0, 0), (224, 0)]
+    bad = CliRunner().invoke(app, [*args[:-4], "--tissue-geojson", str(tmp_path / "nowhere"), "--device", "cpu"])
+    assert bad.exit_code == 2 and "nowhere" in bad.output

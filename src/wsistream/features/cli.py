@@ -56,6 +56,7 @@ def _build(
     batch_size: int,
     num_workers: int,
     device: str,
+    tissue_geojson: Path | None = None,
 ):
     from wsistream.features.encoders import load_encoder
     from wsistream.features.extract import ExtractionConfig
@@ -63,6 +64,11 @@ def _build(
 
     try:
         config = ExtractionConfig(batch_size=batch_size, num_workers=num_workers, device=device)
+        masks = {}
+        if tissue_geojson is not None:
+            from wsistream.tissue.geojson import GeoJSONTissueDetector
+
+            masks = {"tissue_detector": GeoJSONTissueDetector(str(tissue_geojson))}
         if tiling is TilingName.deepzoom:
             tiler = DeepZoomTiling(
                 tile_size=tile_size,
@@ -70,6 +76,7 @@ def _build(
                 tissue_threshold=tissue_threshold,
                 n_tiles=n_tiles,
                 seed=seed,
+                **masks,
             )
         else:
             tiler = GridTiling(
@@ -78,6 +85,7 @@ def _build(
                 tissue_threshold=tissue_threshold,
                 n_tiles=n_tiles,
                 seed=seed,
+                **masks,
             )
         enc = load_encoder(encoder, weights)
     except (ValueError, WsiStreamError) as exc:
@@ -135,6 +143,9 @@ def extract(
         float, typer.Option("--stale-after", help="Heartbeat age (s) after which a lock's owner is presumed dead.")
     ] = 300.0,
     backend: Annotated[BackendName, typer.Option("--backend", help="Slide reader.")] = BackendName.openslide,
+    tissue_geojson: Annotated[
+        Path | None, typer.Option("--tissue-geojson", help="Folder of SLIDE.geojson tissue masks (QuPath).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
@@ -163,6 +174,7 @@ def extract(
         batch_size,
         num_workers,
         device,
+        tissue_geojson,
     )
     try:
         claims = ClaimConfig(heartbeat, stale_after) if claim else None
