@@ -155,7 +155,6 @@ def test_three_workers_one_killed_every_slide_once(tiny_dinov2_pth: Path, cluste
     records = [json.loads(line) for m in root.glob("manifest.*.jsonl") for line in m.read_text().splitlines()]
     done = sorted(Path(r["slide"]).stem for r in records if r["status"] == "done")
     assert done == names  # every slide done exactly once, the killed one included
-    assert len({m.name for m in root.glob("manifest.*.jsonl")}) >= 2
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
