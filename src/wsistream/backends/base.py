@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from wsistream.backends._jpeg_tiles import JpegTileReader, TileCache
+from wsistream.backends._ome import ome_mpp
 from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
 from wsistream.types import SlideProperties
 
@@ -63,9 +64,11 @@ def properties_from(
     Returns the properties and the raw µm/px string.  µm/px is kept only when
     plausible in x and isotropic within 2 % (anisotropic pixels have no single µm/px).
     """
-    raw_mpp = props.get(f"{prefix}.mpp-x")
+    raw_mpp, raw_mpp_y = props.get(f"{prefix}.mpp-x"), props.get(f"{prefix}.mpp-y")
+    if raw_mpp is None and (ome := ome_mpp(slide_path)) is not None:  # OME-TIFF: PhysicalSizeX/Y (+ unit)
+        raw_mpp, raw_mpp_y = ome
     mpp = plausible_mpp(raw_mpp)
-    mpp_y = plausible_mpp(props.get(f"{prefix}.mpp-y"))
+    mpp_y = plausible_mpp(raw_mpp_y)
     if mpp is not None and mpp_y is not None and abs(mpp - mpp_y) / mpp > 0.02:
         mpp = None
     objective = props.get(f"{prefix}.objective-power")

@@ -11,6 +11,33 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from wsistream import __version__
+
+        typer.echo(f"wsistream {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    log_level: str = typer.Option("warning", "--log-level", help=f"Logging level: {', '.join(_LOG_LEVELS)}."),
+) -> None:
+    """Stream exact-resolution patches from whole-slide images."""
+    import logging
+
+    if log_level.lower() not in _LOG_LEVELS:
+        raise typer.BadParameter(f"{log_level!r}; pass one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("wsistream").setLevel(log_level.upper())
+
+
 recipes_app = typer.Typer(help="Paper recipes and their deviation tables.", invoke_without_command=True)
 app.add_typer(recipes_app, name="recipes")
 
@@ -142,7 +169,14 @@ def _mount(module: str) -> None:
     app.registered_commands.extend(sub.registered_commands)
 
 
-for _module in ("wsistream.qc.validate", "wsistream.features.cli", "wsistream.mil.cli", "wsistream.slide_ssl.cli"):
+_STAGES = (
+    "wsistream.qc.validate",
+    "wsistream.tissue.cli",
+    "wsistream.features.cli",
+    "wsistream.mil.cli",
+    "wsistream.slide_ssl.cli",
+)
+for _module in _STAGES:
     try:
         _mount(_module)
     except ModuleNotFoundError as _exc:  # a stage whose extra (torch, transformers...) is not installed

@@ -35,6 +35,9 @@ from wsistream.sampling.deepzoom_grid import DeepZoomGrid
 _LAZY = {
     "ThroughputReport": "bench",
     "benchmark_throughput": "bench",
+    "ClaimConfig": "claims",
+    "SlideClaims": "claims",
+    "cluster_rank_world": "claims",
     "CohortReport": "cohort",
     "SlideRecord": "cohort",
     "dist_rank_world": "cohort",
@@ -71,6 +74,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from wsistream.features.bench import ThroughputReport, benchmark_throughput
+    from wsistream.features.claims import ClaimConfig, SlideClaims, cluster_rank_world
     from wsistream.features.cohort import (
         CohortReport,
         SlideRecord,
@@ -112,6 +116,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CheckpointKeyError",
+    "ClaimConfig",
     "CohortReport",
     "DeepZoomGrid",
     "DeepZoomTiling",
@@ -121,6 +126,7 @@ __all__ = [
     "FeatureFileError",
     "GridTiling",
     "OutputNotWritableError",
+    "SlideClaims",
     "SlideExtraction",
     "SlideFeatures",
     "SlideRecord",
@@ -132,6 +138,7 @@ __all__ = [
     "TileSet",
     "available_encoders",
     "benchmark_throughput",
+    "cluster_rank_world",
     "convert_ibot_checkpoint",
     "dist_rank_world",
     "embed_dataset",

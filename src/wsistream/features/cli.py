@@ -25,6 +25,13 @@ class Format(str, Enum):
     h5 = "h5"
 
 
+class BackendName(str, Enum):
+    """Slide readers."""
+
+    openslide = "openslide"
+    tiffslide = "tiffslide"
+
+
 class TilingName(str, Enum):
     """Tilings."""
 
@@ -49,6 +56,7 @@ def _build(
     batch_size: int,
     num_workers: int,
     device: str,
+    tissue_geojson: Path | None = None,
 ):
     from wsistream.features.encoders import load_encoder
     from wsistream.features.extract import ExtractionConfig
@@ -56,6 +64,11 @@ def _build(
 
     try:
         config = ExtractionConfig(batch_size=batch_size, num_workers=num_workers, device=device)
+        masks = {}
+        if tissue_geojson is not None:
+            from wsistream.tissue.geojson import GeoJSONTissueDetector
+
+            masks = {"tissue_detector": GeoJSONTissueDetector(str(tissue_geojson))}
         if tiling is TilingName.deepzoom:
             tiler = DeepZoomTiling(
                 tile_size=tile_size,
@@ -63,6 +76,7 @@ def _build(
                 tissue_threshold=tissue_threshold,
                 n_tiles=n_tiles,
                 seed=seed,
+                **masks,
             )
         else:
             tiler = GridTiling(
@@ -71,6 +85,7 @@ def _build(
                 tissue_threshold=tissue_threshold,
                 n_tiles=n_tiles,
                 seed=seed,
+                **masks,
             )
         enc = load_encoder(encoder, weights)
     except (ValueError, WsiStreamError) as exc:
@@ -78,8 +93,12 @@ def _build(
     return enc, tiler, config
 
 
-_Encoder = Annotated[str, typer.Option("--encoder", help="Registered encoder: phikon, phikon-v2, ibot.")]
-_Weights = Annotated[Path, typer.Option("--weights", help="Local weights: a Hugging Face folder or an iBOT .pth.")]
+_Encoder = Annotated[
+    str, typer.Option("--encoder", help="Registered encoder: phikon, phikon-v2, ibot, dinov2, timm-vit.")
+]
+_Weights = Annotated[
+    Path, typer.Option("--weights", help="Local weights: a Hugging Face folder, or an iBOT / DINOv2 / timm file.")
+]
 _Slides = Annotated[list[str], typer.Option("--slides", help="Folder, glob, .txt list or file; repeatable.")]
 _Out = Annotated[Path, typer.Option("--out", help="Output root; files go to OUT/EXTRACTOR/COHORT/.")]
 _Fmt = Annotated[Format, typer.Option("--format", help="histossl (features.npy) or h5.")]
@@ -114,9 +133,24 @@ def extract(
     mpp_overrides: Annotated[Path | None, typer.Option("--mpp-overrides", help="CSV: slide,mpp.")] = None,
     mpp_fallback: Annotated[float | None, typer.Option("--mpp-fallback", help="µm/px if none.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished slides too.")] = False,
+    rank: Annotated[int | None, typer.Option("--rank", help="This worker's rank (default: torchrun/SLURM).")] = None,
+    world_size: Annotated[int | None, typer.Option("--world-size", help="Number of workers (with --rank).")] = None,
+    claim: Annotated[
+        bool, typer.Option("--claim/--no-claim", help="Claim slides with lock files in the output (any workers).")
+    ] = False,
+    heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between lock heartbeats.")] = 30.0,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) after which a lock's owner is presumed dead.")
+    ] = 300.0,
+    backend: Annotated[BackendName, typer.Option("--backend", help="Slide reader.")] = BackendName.openslide,
+    tissue_geojson: Annotated[
+        Path | None, typer.Option("--tissue-geojson", help="Folder of SLIDE.geojson tissue masks (QuPath).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
+    from wsistream.backends import OpenSlideBackend, TiffSlideBackend
+    from wsistream.features.claims import ClaimConfig
     from wsistream.features.cohort import extract_cohort
     from wsistream.pipeline.mpp import MppPolicy
     from wsistream.pipeline.paths import resolve_slide_paths
@@ -140,8 +174,11 @@ def extract(
         batch_size,
         num_workers,
         device,
+        tissue_geojson,
     )
     try:
+        claims = ClaimConfig(heartbeat, stale_after) if claim else None
+        reader = OpenSlideBackend() if backend is BackendName.openslide else TiffSlideBackend()
         report = extract_cohort(
             paths,
             out,
@@ -153,6 +190,10 @@ def extract(
             config=config,
             mpp_policy=policy,
             overwrite=overwrite,
+            rank=rank,
+            world_size=world_size,
+            claim=claims,
+            backend=reader,
             progress=progress,
         )
     except (ValueError, WsiStreamError) as exc:

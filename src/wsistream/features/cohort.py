@@ -1,10 +1,11 @@
-"""Cohort-scale extraction: resumable, atomic, sharded across ``torchrun`` ranks, with a manifest.
+"""Cohort-scale extraction: resumable, atomic, sharded across ranks or claimed slide by slide, with a manifest.
 
 Layout (``rl_benchmarks`` ``extract_slide_features.py``)::
 
     {out}/{extractor}/{cohort}/{slide_name}/features.npy   # format="histossl" (+ coords.npy, extraction.json)
     {out}/{extractor}/{cohort}/{slide_stem}.h5             # format="h5"
-    {out}/{extractor}/{cohort}/manifest.jsonl              # manifest.rank{r}.jsonl under torchrun
+    {out}/{extractor}/{cohort}/manifest.jsonl              # manifest.rank{r}.jsonl under torchrun/SLURM,
+                                                           # manifest.{host}-{pid}.jsonl with claiming
 
 A slide is *finished* when its ``features.npy`` / ``.h5`` exists and opens:
 every file is written under a hidden temporary name and renamed into place,
@@ -20,7 +21,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wsistream.backends.base import SlideBackend
+from wsistream.features.claims import Claim, ClaimConfig, SlideClaims, cluster_rank_world, rotated, worker_id
 from wsistream.features.encoders import Encoder
 from wsistream.features.errors import OutputNotWritableError
 from wsistream.features.extract import ExtractionConfig, TileEncoderRunner, extract_slide
@@ -100,12 +102,8 @@ class CohortReport:
 
 
 def dist_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """Return ``(rank, world_size)``: the arguments, else ``torchrun``'s ``RANK`` / ``WORLD_SIZE`` (0, 1)."""
-    r = int(os.environ.get("RANK", "0")) if rank is None else rank
-    w = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
-    if w < 1 or not 0 <= r < w:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={r}, world_size={w}")
-    return r, w
+    """``(rank, world_size)``: the arguments, else torchrun's, else SLURM's (:func:`cluster_rank_world`)."""
+    return cluster_rank_world(rank, world_size)
 
 
 def shard(slides: Sequence[str], rank: int, world_size: int) -> list[str]:
@@ -207,9 +205,10 @@ def extract_cohort(
     overwrite: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    claim: ClaimConfig | None = None,
     progress: bool = True,
 ) -> CohortReport:
-    """Extract the features of every slide of a cohort (this rank's shard), resumably.
+    """Extract the features of every slide of a cohort (this rank's shard, or the slides it claims), resumably.
 
     Parameters
     ----------
@@ -226,9 +225,15 @@ def extract_cohort(
     extractor_name : str, optional
         Folder name of the extractor (default: the encoder name).
     overwrite : bool
-        Redo finished slides too.
+        Redo finished slides too (not with ``claim``: delete the outputs instead).
     rank, world_size : int, optional
-        Shard; default from ``RANK`` / ``WORLD_SIZE`` (``torchrun``).
+        Shard; default from torchrun (``RANK`` / ``WORLD_SIZE``) or SLURM (:func:`cluster_rank_world`).
+    claim : ClaimConfig, optional
+        Dynamic claiming: every worker walks the whole list (from an offset set by its rank)
+        and extracts the slides it claims with a lock file in ``{root}/.claims``
+        (:mod:`wsistream.features.claims`); any number of workers, started or killed at any
+        time, extract every slide once. Each worker writes ``manifest.{host}-{pid}.jsonl``
+        and records only the slides it extracted.
     progress : bool
         Show a progress bar (slides, tiles/s).
 
@@ -241,6 +246,8 @@ def extract_cohort(
     """
     if fmt not in ("histossl", "h5"):
         raise ValueError(f"fmt={fmt!r}; pass 'histossl' or 'h5'")
+    if claim is not None and overwrite:
+        raise ValueError("overwrite=True with claim: workers would redo each other's slides; delete the outputs")
     rank, world_size = dist_rank_world(rank, world_size)
     all_slides = resolve_slide_paths(slides)
     dupes = [n for n, c in Counter(Path(s).name for s in all_slides).items() if c > 1]
@@ -248,16 +255,19 @@ def extract_cohort(
         raise ValueError(f"slides with the same file name would share an output folder: {sorted(dupes)}")
     root = Path(out_dir) / (extractor_name or encoder.name) / cohort
     ensure_writable(root)
-    manifest = root / ("manifest.jsonl" if world_size == 1 else f"manifest.rank{rank:03d}.jsonl")
+    if claim is not None:
+        manifest = root / f"manifest.{worker_id()}.jsonl"
+    else:
+        manifest = root / ("manifest.jsonl" if world_size == 1 else f"manifest.rank{rank:03d}.jsonl")
     report = CohortReport(root, manifest, rank, world_size)
-    mine = shard(all_slides, rank, world_size)
+    work = shard(all_slides, rank, world_size) if claim is None else rotated(all_slides, rank, world_size)
     tiling = tiling or DeepZoomTiling()
     runner = TileEncoderRunner(encoder, config)
     t_start = time.perf_counter()
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(mine), unit="slide", disable=not progress, desc=f"extract[{rank}/{world_size}]")
+    bar = tqdm(total=len(work), unit="slide", disable=not progress, desc=f"extract[{rank}/{world_size}]")
     tiles_done = 0
 
     def on_batch(n: int) -> None:
@@ -266,17 +276,64 @@ def extract_cohort(
         rate = tiles_done / max(time.perf_counter() - t_start, 1e-9)
         bar.set_postfix(tiles=tiles_done, tiles_s=f"{rate:.1f}", failed=report.count("failed"), refresh=False)
 
+    def one(slide: str) -> SlideRecord:
+        return _one_slide(slide, root, fmt, runner, tiling, backend, mpp_policy, overwrite, rank, on_batch)
+
     try:
-        for slide in mine:
-            report.records.append(
-                _one_slide(slide, root, fmt, runner, tiling, backend, mpp_policy, overwrite, rank, on_batch)
-            )
-            _append(manifest, report.records[-1])
-            bar.update(1)
+        if claim is None:
+            for slide in work:
+                report.records.append(one(slide))
+                _append(manifest, report.records[-1])
+                bar.update(1)
+        else:
+            _claimed_run(work, root, fmt, claim, one, report, bar.update)
     finally:
         bar.close()
         report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _claimed_run(
+    work: Sequence[str],
+    root: Path,
+    fmt: FeatureFormat,
+    config: ClaimConfig,
+    one: Any,
+    report: CohortReport,
+    tick: Any,
+) -> None:
+    """Extract the slides of ``work`` this worker claims; the others' (and finished ones) are passed over."""
+    claims = SlideClaims(root / ".claims", config.heartbeat_s, config.stale_s)
+    with claims.heartbeat() as held:
+        for slide, claim in _claim_each(work, root, fmt, claims):
+            held.append(claim)
+            try:
+                record = one(slide)
+                report.records.append(record)
+                _append(report.manifest, record)
+                if record.status == "failed":
+                    claim.fail(record.error)
+            finally:
+                claim.release()
+                held.remove(claim)
+            tick(1)
+
+
+def _claim_each(
+    work: Sequence[str], root: Path, fmt: FeatureFormat, claims: SlideClaims
+) -> Iterator[tuple[str, Claim]]:
+    """Yield each unfinished slide this worker wins the lock of; the output is re-checked under the lock."""
+    for slide in work:
+        target = slide_output(root, slide, fmt)
+        if finished_tiles(target) is not None:
+            continue
+        claim = claims.try_claim(Path(slide).name)
+        if claim is None:
+            continue
+        if finished_tiles(target) is not None:  # finished by its owner between our two looks
+            claim.release()
+            continue
+        yield slide, claim
 
 
 def _one_slide(

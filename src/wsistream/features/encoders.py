@@ -314,3 +314,7 @@ def ibot(
 
     model = load_ibot_vit(weights, encoder=encoder, num_heads=num_heads, trusted=trusted)
     return _hf_encoder("ibot", model, weights)
+
+
+# DINOv2-style and timm-style checkpoints register ``dinov2`` and ``timm-vit`` (kept in their own file).
+from wsistream.features import vit_checkpoints as _vit_checkpoints  # noqa: E402, F401

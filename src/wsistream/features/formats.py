@@ -12,8 +12,9 @@ HistoSSLscaling layout (``rl_benchmarks``, ``extract_slide_features.py``)::
 where ``x, y`` are DeepZoom column/row addresses at ``tile_level``.
 
 CLAM/TRIDENT layout: one ``{slide_id}.h5`` with datasets ``features`` (N, d)
-and ``coords`` (N, 2) holding level-0 x/y, plus attributes (patch size,
-level, µm/px, encoder).
+and ``coords`` (N, 2) int64 holding level-0 x/y; the tiling (patch size, its
+level-0 side, level, magnifications, µm/px) on ``coords.attrs`` as TRIDENT writes
+it (:mod:`wsistream.features.h5_attrs`), everything again on the file root.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from wsistream.errors import WsiStreamError
+from wsistream.features.h5_attrs import coords_attrs, features_attrs
 
 
 class FeatureFileError(WsiStreamError):
@@ -156,16 +158,27 @@ def write_histossl(
 
 
 def write_h5(path: str | os.PathLike[str], features: np.ndarray, coords_xy: np.ndarray, **attrs: Any) -> Path:
-    """Write a CLAM/TRIDENT-style ``.h5`` (``features`` (N, d), ``coords`` (N, 2) level-0 x/y) atomically."""
+    """Write a CLAM/TRIDENT-style ``.h5`` (``features`` (N, d), ``coords`` (N, 2) level-0 x/y) atomically.
+
+    The tiling is described on ``coords.attrs`` as TRIDENT writes it and TRIDENT,
+    CLAM and TITAN read it (:mod:`wsistream.features.h5_attrs`); every attribute is
+    also kept on the file root (our own readers, and older wsistream files).
+    ``coords_frame`` is always ``"level0_pixels"``: that is what ``coords`` holds.
+    """
     import h5py
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_target(target)
+    attrs = {**attrs, "coords_frame": "level0_pixels"}
     try:
         with h5py.File(tmp, "w") as fh:
-            fh.create_dataset("features", data=np.asarray(features, dtype=np.float32))
-            fh.create_dataset("coords", data=np.asarray(coords_xy, dtype=np.int64))
+            feats = fh.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+            coords = fh.create_dataset("coords", data=np.asarray(coords_xy, dtype=np.int64).reshape(-1, 2))
+            for key, value in coords_attrs(attrs, target.stem, target.parent).items():
+                coords.attrs[key] = value
+            for key, value in features_attrs(attrs, target.stem, target.parent).items():
+                feats.attrs[key] = value
             for key, value in attrs.items():
                 if value is not None:  # HDF5 attributes cannot hold None
                     fh.attrs[key] = value
@@ -173,6 +186,12 @@ def write_h5(path: str | os.PathLike[str], features: np.ndarray, coords_xy: np.n
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.item() if value.size == 1 else value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
@@ -205,7 +224,8 @@ def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
             with h5py.File(p, "r") as fh:
                 feats = np.asarray(fh["features"], dtype=np.float32)
                 xy = np.asarray(fh["coords"], dtype=np.float32)
-                attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in fh.attrs.items()}
+                # TRIDENT/CLAM files describe the tiling on ``coords``; ours repeat it on the root
+                attrs = {k: _attr_value(v) for k, v in [*fh["coords"].attrs.items(), *fh.attrs.items()]}
         except (OSError, KeyError) as exc:
             raise FeatureFileError(str(p), f"cannot read .h5 ({exc})") from exc
         if feats.ndim == 3 and feats.shape[0] == 1:  # CLAM writes (1, N, d) in some versions

@@ -125,9 +125,28 @@ def _validate_common(
         raise ValueError(f"overview_side must be >= 16 pixels, got {overview_side}")
 
 
-def _tissue_mask(handle: SlideHandle, detector: TissueDetector, overview_side: int) -> TissueMask:
-    overview, downsample = handle.read_overview(overview_side)
-    return detector.detect(overview, downsample)
+def _geometry_attrs(props: SlideProperties, level: int, side_level0: int, read_w: np.ndarray) -> dict[str, Any]:
+    """Where the tiles sit on the slide: level-0 side, read size at ``level``, its downsample, level-0 µm/px.
+
+    ``patch_size_level0`` is the tile side in level-0 pixels (TRIDENT's attribute,
+    what TITAN reads); ``read_size`` the side read from ``level`` before resampling
+    (the largest read: border tiles of a DeepZoom grid are smaller).
+    """
+    return {
+        "patch_size_level0": int(side_level0),
+        "read_size": int(np.max(read_w)) if len(read_w) else 0,
+        "level_downsample": float(props.level_downsamples[level]),
+        "level0_mpp": props.mpp,
+        "level0_width": int(props.level0_width),
+        "level0_height": int(props.level0_height),
+    }
+
+
+def _tissue_mask(
+    handle: SlideHandle, detector: TissueDetector, overview_side: int, props: SlideProperties
+) -> TissueMask:
+    # detect_slide, as the pipeline calls it: detectors that need the slide (GeoJSON, model masks) work here too
+    return detector.detect_slide(handle, props, overview_side)
 
 
 @dataclass(frozen=True)
@@ -197,7 +216,7 @@ class DeepZoomTiling:
         keep = np.ones(len(cols), bool)
         if not self.keep_partial:
             keep &= (reads["z_w"] == self.tile_size) & (reads["z_h"] == self.tile_size)
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side)
+        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side, props)
         ds = props.level_downsamples[level]
         fractions = np.array(
             [
@@ -222,9 +241,10 @@ class DeepZoomTiling:
             "tile_level": dz_level,
             "level": level,
             "patch_size": self.tile_size,
+            **_geometry_attrs(props, level, grid.level0_downsample(dz_level) * self.tile_size, reads["read_w"]),
             "mpp": mpp,
             "target_mpp": self.target_mpp,
-            "coords_frame": "deepzoom_address",
+            "coords_frame": "deepzoom_address",  # of ``coords`` / features.npy; the .h5 holds level-0 pixels
             "tissue_threshold": self.tissue_threshold,
             "dz_overlap": 0,
             "dz_limit_bounds": False,
@@ -300,7 +320,7 @@ class GridTiling:
             tissue_threshold=self.tissue_threshold,
             mpp_tolerance=self.mpp_tolerance,
         )
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side)
+        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side, props)
         positions = sampler.grid(mask, plan, props)
         if not positions:
             raise NoTissueError(
@@ -318,7 +338,7 @@ class GridTiling:
             "tiling": "grid",
             "level": plan.level,
             "patch_size": plan.patch_size,
-            "read_size": plan.read_size,
+            **_geometry_attrs(props, plan.level, round(plan.footprint_level0), read),
             "mpp": plan.mpp,
             "target_mpp": self.target_mpp,
             "coords_frame": "level0_pixels",

@@ -3,6 +3,13 @@
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.clam import CLAM_PRESET_PADDING, CLAM_PRESETS, CLAMTissueDetector, best_level_for_downsample
 from wsistream.tissue.combined import CombinedTissueDetector
+from wsistream.tissue.geojson import (
+    GeoJSONTissueDetector,
+    TissueAnnotationError,
+    geojson_to_mask,
+    mask_to_geojson,
+    write_geojson,
+)
 from wsistream.tissue.hsv import HSVTissueDetector
 from wsistream.tissue.model import ModelTissueDetector, read_at_mpp
 from wsistream.tissue.otsu import OtsuTissueDetector
@@ -12,11 +19,16 @@ __all__ = [
     "CLAM_PRESET_PADDING",
     "CLAMTissueDetector",
     "CombinedTissueDetector",
+    "GeoJSONTissueDetector",
     "HSVTissueDetector",
     "ModelTissueDetector",
     "OtsuTissueDetector",
+    "TissueAnnotationError",
     "TissueDetector",
     "TissueMask",
     "best_level_for_downsample",
+    "geojson_to_mask",
+    "mask_to_geojson",
     "read_at_mpp",
+    "write_geojson",
 ]
