@@ -58,7 +58,7 @@ class SlideTileDataset(Dataset):
 
     @property
     def reader(self) -> TileReader:
-        """This process's tile reader."""
+        """The tile reader (one slide handle per process)."""
         return self._reader
 
     def _region(self, i: int) -> np.ndarray:

@@ -118,9 +118,7 @@ class TileEncoderRunner:
         """Whether DeepZoom thumbnails run on this runner's device (``ExtractionConfig.resize``)."""
         return self.config.resize == "device" or (self.config.resize == "auto" and self.cuda)
 
-    def encode(
-        self, tiles: torch.Tensor, z_size: tuple[int, int] | None = None, tile_size: int = 224
-    ) -> torch.Tensor:
+    def encode(self, tiles: torch.Tensor, z_size: tuple[int, int] | None = None, tile_size: int = 224) -> torch.Tensor:
         """Features (B, d) on the device, not synchronised, of uint8 (B, H, W, 3) tiles.
 
         ``z_size``: the batch holds unresized DeepZoom reads, to thumbnail to ``(z_w, z_h)`` and
@@ -142,9 +140,7 @@ class TileEncoderRunner:
             )
         return out
 
-    def __call__(
-        self, tiles: torch.Tensor, z_size: tuple[int, int] | None = None, tile_size: int = 224
-    ) -> np.ndarray:
+    def __call__(self, tiles: torch.Tensor, z_size: tuple[int, int] | None = None, tile_size: int = 224) -> np.ndarray:
         """Features (B, d) float32 of uint8 (B, H, W, 3) tiles (see :meth:`encode`)."""
         return self.encode(tiles, z_size, tile_size).float().cpu().numpy()
 

@@ -57,7 +57,7 @@ def lanczos_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.nd
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = _LANCZOS_SUPPORT * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
+    ksize = math.ceil(support) * 2 + 1
     index = np.zeros((out_size, ksize), np.int64)
     weight = np.zeros((out_size, ksize), np.int32)
     for xx in range(out_size):

@@ -94,14 +94,12 @@ class TileReader:
         self._pid = os.getpid()
         self._fast = None
         if self._want_fast:
-            props = handle.properties
-            probe = JpegTileReader.try_open(self.slide_path, props.level_dimensions, props.level_downsamples, cache_bytes=0)
-            if probe is not None:
+            dims, downsamples = handle.properties.level_dimensions, handle.properties.level_downsamples
+            probe = JpegTileReader.try_open(self.slide_path, dims, downsamples, cache_bytes=0)
+            if probe is not None:  # reopened with a cache sized from its tile grid
                 cache = TileCache(row_cache_bytes(probe, self.level, self.read_h))
                 probe.close()
-                self._fast = JpegTileReader.try_open(
-                    self.slide_path, props.level_dimensions, props.level_downsamples, cache=cache
-                )
+                self._fast = JpegTileReader.try_open(self.slide_path, dims, downsamples, cache=cache)
         return handle
 
     @property
