@@ -125,9 +125,15 @@ def _validate_common(
         raise ValueError(f"overview_side must be >= 16 pixels, got {overview_side}")
 
 
-def _tissue_mask(handle: SlideHandle, detector: TissueDetector, overview_side: int) -> TissueMask:
-    overview, downsample = handle.read_overview(overview_side)
-    return detector.detect(overview, downsample)
+def _tissue_mask(
+    handle: SlideHandle, props: SlideProperties, detector: TissueDetector, overview_side: int
+) -> TissueMask:
+    """The slide's mask through ``detect_slide``, the entry point the streaming pipeline uses.
+
+    Detectors that read the slide at their own µm/px or cache masks on disk
+    (``ModelTissueDetector``) override ``detect_slide``; ``props`` carries the µm/px policy's value.
+    """
+    return detector.detect_slide(handle, props, overview_side)
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ class DeepZoomTiling:
         keep = np.ones(len(cols), bool)
         if not self.keep_partial:
             keep &= (reads["z_w"] == self.tile_size) & (reads["z_h"] == self.tile_size)
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side)
+        mask = _tissue_mask(handle, props, self.tissue_detector, self.overview_side)
         ds = props.level_downsamples[level]
         fractions = np.array(
             [
@@ -300,7 +306,7 @@ class GridTiling:
             tissue_threshold=self.tissue_threshold,
             mpp_tolerance=self.mpp_tolerance,
         )
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side)
+        mask = _tissue_mask(handle, props, self.tissue_detector, self.overview_side)
         positions = sampler.grid(mask, plan, props)
         if not positions:
             raise NoTissueError(
