@@ -124,7 +124,7 @@ def lanczos_thumbnail(tiles: torch.Tensor, out_size: tuple[int, int]) -> torch.T
     _, h, w, _ = tiles.shape
     if (w, h) == (out_w, out_h):
         return tiles
-    x = tiles.permute(0, 3, 1, 2).to(torch.int32)
+    x = tiles.permute(0, 3, 1, 2).to(torch.int32, memory_format=torch.contiguous_format)
     if w != out_w:
         x = _pass(x, 3, w, out_w)
     if h != out_h:
