@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import openslide
@@ -136,3 +137,22 @@ def test_grid_batches_keep_shapes_apart_and_give_each_worker_a_band():
     assert two[0::2] == batches[:3] and two[1::2] == batches[3:]  # worker 0: band 0, worker 1: band 1
     with pytest.raises(ValueError, match="batch_size"):
         grid_batches(yx, shape, 0, 1)
+
+
+def test_corrupt_tile_mid_slide_fails_that_slide_only_and_leaves_no_file(phikon, feat_slides, tmp_path):
+    """The overview (level 1) is clean, so the bad level-0 tile is met mid-extraction, in a worker."""
+    from wsistream.features import ExtractionConfig, extract_cohort, read_manifest
+
+    bad = write_aperio_svs(
+        tmp_path / "mid.svs", width=4000, height=3000, mpp=0.252, downsamples=(1, 4), corrupt_tile=(8, 6), seed=4
+    )
+    config = ExtractionConfig(device="cpu", num_workers=1, batch_size=8)
+    tiling = DeepZoomTiling(tissue_threshold=0.0)
+    report = extract_cohort(
+        [str(bad), feat_slides["40x"]], tmp_path / "out", phikon, tiling=tiling, config=config, progress=False
+    )
+    records = {Path(k).name: v for k, v in read_manifest(report.root).items()}
+    assert records["mid.svs"]["status"] == "failed" and "TileDecodeError" in records["mid.svs"]["error"]
+    assert "mid.svs" in records["mid.svs"]["error"] and "tile (8, 6)" in records["mid.svs"]["error"]
+    assert records["a40x.svs"]["status"] == "done"
+    assert not (report.root / "mid.svs").exists() or not list((report.root / "mid.svs").iterdir())  # nothing half
