@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import openslide
 import pytest
+import torch
 from openslide.deepzoom import DeepZoomGenerator
 
 from wsistream.backends import OpenSlideBackend
@@ -130,3 +131,30 @@ def test_configs_validate():
         GridTiling(tissue_threshold=1.5)
     with pytest.raises(ValueError, match=r"target_mpp"):
         GridTiling(target_mpp=0)
+
+
+class _ConstantTissue(torch.nn.Module):
+    """Calls "tissue" everywhere (logit +10): the test is about where and how the detector runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :1]) + self.bias
+
+
+def test_tilings_run_a_model_detector_at_its_resolution_with_its_disk_cache(feat_slides, tmp_path):
+    """Tilings go through ``detect_slide`` (the streaming pipeline's entry point), not ``detect`` on the overview."""
+    from wsistream.tissue import ModelTissueDetector
+
+    weights = tmp_path / "constant.pt"
+    torch.save(_ConstantTissue().state_dict(), weights)
+    detector = ModelTissueDetector(_ConstantTissue, weights=weights, input_mpp=4.0, tile_size=128, cache_dir=tmp_path)
+    slide = feat_slides["40x"]  # 1600 x 1200 at 0.252 µm/px: 101 x 76 at 4 µm/px
+    for tiling in (DeepZoomTiling(tissue_detector=detector), GridTiling(tissue_detector=detector)):
+        with OpenSlideBackend().open(slide) as handle:
+            tiles = tiling.tiles(handle)
+        assert len(tiles) > 0
+    (cached,) = tmp_path.glob("*.npz")  # written by the first tiling, read by the second
+    assert np.load(cached)["mask"].shape == (76, 101)

@@ -64,6 +64,10 @@ _LAZY = {
     "extract_slide": "extract",
     "extract_tile_dataset": "extract",
     "plan_slide_tiles": "extract",
+    "lanczos_thumbnail": "lanczos",
+    "render_batch": "lanczos",
+    "TileReader": "reader",
+    "grid_batches": "reader",
     "convert_ibot_checkpoint": "ibot",
     "load_ibot_vit": "ibot",
     "read_ibot_checkpoint": "ibot",
@@ -106,6 +110,8 @@ if TYPE_CHECKING:
         plan_slide_tiles,
     )
     from wsistream.features.ibot import convert_ibot_checkpoint, load_ibot_vit, read_ibot_checkpoint
+    from wsistream.features.lanczos import lanczos_thumbnail, render_batch
+    from wsistream.features.reader import TileReader, grid_batches
     from wsistream.features.tiling import DeepZoomTiling, GridTiling, TileSet
 
 
@@ -135,6 +141,7 @@ __all__ = [
     "TileEncoderRunner",
     "TileFeatures",
     "TileImageDataset",
+    "TileReader",
     "TileSet",
     "available_encoders",
     "benchmark_throughput",
@@ -145,8 +152,10 @@ __all__ = [
     "extract_cohort",
     "extract_slide",
     "extract_tile_dataset",
+    "grid_batches",
     "hf_cls_token",
     "iter_feature_dir",
+    "lanczos_thumbnail",
     "list_tile_images",
     "load_encoder",
     "load_hf_model",
@@ -158,6 +167,7 @@ __all__ = [
     "read_manifest",
     "read_tile_features",
     "register",
+    "render_batch",
     "shard",
     "slide_output",
     "write_h5",

@@ -209,7 +209,7 @@ def extract_bench(
     encoder: _Encoder,
     weights: _Weights,
     slide: Annotated[Path, typer.Option("--slide", help="One slide to time.")],
-    max_tiles: Annotated[int, typer.Option("--max-tiles", help="Tiles timed (a seeded subset).")] = 256,
+    max_tiles: Annotated[int, typer.Option("--max-tiles", help="Tiles timed (the first ones in grid order).")] = 256,
     batch_size: _Batch = 64,
     device: _Device = "auto",
     num_workers: _Workers = 4,
@@ -217,8 +217,16 @@ def extract_bench(
     tile_size: _TileSize = 224,
     target_mpp: _Mpp = 0.5,
     tissue_threshold: _Tissue = 0.5,
+    resize: Annotated[str, typer.Option("--resize", help="auto, device or worker (DeepZoom thumbnail).")] = "auto",
+    scaling: Annotated[bool, typer.Option("--scaling/--no-scaling", help="Also time 1 and 2 workers.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="An earlier --json: rows now/then.")] = None,
 ) -> None:
-    """Print tiles/s of the loader alone, the model alone and the full extraction path."""
+    """Decode ceiling, reader alone, loader, model alone and full path on the same tiles; names the bottleneck."""
+    import dataclasses
+    import json
+
+    from wsistream.bench.run import format_table
     from wsistream.features.bench import benchmark_throughput
 
     enc, tiler, config = _build(
@@ -235,10 +243,18 @@ def extract_bench(
         device,
     )
     try:
-        report = benchmark_throughput(slide, enc, tiling=tiler, config=config, max_tiles=max_tiles)
-    except (ValueError, WsiStreamError) as exc:
+        baseline = json.loads(compare.read_text()) if compare is not None else None
+        config = dataclasses.replace(config, resize=resize)
+        report = benchmark_throughput(slide, enc, tiling=tiler, config=config, max_tiles=max_tiles, scaling=scaling)
+    except (OSError, ValueError, WsiStreamError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(str(report))
+    result = {"slide": str(slide), **report.to_json()}
+    if baseline is not None:
+        typer.echo(format_table(result, baseline))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
 
 
 @app.command("extract-tiles")

@@ -4,6 +4,8 @@ Items are ``(tile, index)`` with ``tile`` a uint8 (H, W, 3) tensor; the default
 collate stacks them into (B, H, W, 3), which the encoder normalises on its
 device. Each DataLoader worker opens its own slide handle (handles are not
 shared across processes); the backend object itself is a small picklable factory.
+A slide's tiles are batched in grid order (:meth:`SlideTileDataset.batches`) so
+each stored JPEG tile is decoded once.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wsistream.backends.base import SlideBackend, SlideHandle
+from wsistream.backends.base import SlideBackend
 from wsistream.backends.openslide import OpenSlideBackend
+from wsistream.features.lanczos import device_resizable
+from wsistream.features.reader import TileReader, grid_batches
 from wsistream.features.tiling import TileSet
 from wsistream.sampling.deepzoom_grid import render_tile
 
@@ -27,7 +31,7 @@ TILE_IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 class SlideTileDataset(Dataset):
-    """The tiles of one slide, read through a core backend.
+    """The tiles of one slide, read through :class:`~wsistream.features.reader.TileReader`.
 
     Parameters
     ----------
@@ -35,32 +39,44 @@ class SlideTileDataset(Dataset):
         What to read (from :class:`DeepZoomTiling` or :class:`GridTiling`).
     backend : SlideBackend, optional
         Slide reader factory; default :class:`~wsistream.backends.OpenSlideBackend`.
+    device_resize : bool
+        Deliver DeepZoom reads unresized where :func:`~wsistream.features.lanczos.device_resizable`
+        holds, for :func:`~wsistream.features.lanczos.render_batch` on the model's device (the same
+        pixels as ``get_tile``, bit for bit); the workers then only decode. Batch with
+        :meth:`batches`, which never mixes shapes. Default False: every item is the final tile.
     """
 
-    def __init__(self, tiles: TileSet, backend: SlideBackend | None = None) -> None:
+    def __init__(self, tiles: TileSet, backend: SlideBackend | None = None, *, device_resize: bool = False) -> None:
         self.tiles = tiles
         self.backend = backend or OpenSlideBackend()
-        self._handle: SlideHandle | None = None
-        self._pid: int | None = None
+        self.device_resize = device_resize
+        read_h = int(tiles.read_h.max()) if len(tiles) else 1
+        self._reader = TileReader(tiles.slide_path, self.backend, tiles.level, read_h)
 
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_handle"], state["_pid"] = None, None
-        return state
+    @property
+    def reader(self) -> TileReader:
+        """The tile reader (one slide handle per process)."""
+        return self._reader
 
-    def _slide(self) -> SlideHandle:
-        if self._handle is None or self._pid != os.getpid():  # forked workers open their own handle
-            self._handle = self.backend.open(self.tiles.slide_path)
-            self._pid = os.getpid()
-        return self._handle
+    def _region(self, i: int) -> np.ndarray:
+        t = self.tiles
+        return self._reader.read(int(t.x0[i]), int(t.y0[i]), t.level, int(t.read_w[i]), int(t.read_h[i]))
+
+    def device_size(self, i: int) -> tuple[int, int] | None:
+        """``(z_w, z_h)`` the device resizes item ``i`` to, or ``None`` when the item is already final."""
+        t = self.tiles
+        if not self.device_resize or t.resize != "deepzoom":
+            return None
+        shape = (int(t.read_w[i]), int(t.read_h[i]), int(t.out_w[i]), int(t.out_h[i]))
+        return shape[2:] if device_resizable(*shape) else None
 
     def read(self, i: int) -> np.ndarray:
-        """Tile ``i`` as uint8 (tile_size, tile_size, 3)."""
+        """Tile ``i`` as uint8 (tile_size, tile_size, 3), resized on the CPU (the reference path)."""
         t = self.tiles
-        region = self._slide().read_region(int(t.x0[i]), int(t.y0[i]), t.level, (int(t.read_w[i]), int(t.read_h[i])))
+        region = self._region(i)
         out_size = (int(t.out_w[i]), int(t.out_h[i]))
         if t.resize == "deepzoom":
             return render_tile(region, out_size, t.tile_size, pad=True)
@@ -69,13 +85,21 @@ class SlideTileDataset(Dataset):
         return region
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.read(i)), i
+        tile = self._region(i) if self.device_size(i) is not None else self.read(i)
+        return torch.from_numpy(tile), i
+
+    def batches(self, batch_size: int, num_workers: int = 0) -> list[list[int]]:
+        """Batches in grid order (each stored tile decoded once), one item shape per batch."""
+        t = self.tiles
+        shape = np.full((len(t), 4), -1, np.int64)
+        for i in range(len(t)):
+            if self.device_size(i) is not None:
+                shape[i] = (t.read_w[i], t.read_h[i], t.out_w[i], t.out_h[i])
+        return grid_batches(np.stack([t.y0, t.x0], axis=1), shape, batch_size, num_workers)
 
     def close(self) -> None:
-        """Close this process's slide handle."""
-        if self._handle is not None and self._pid == os.getpid():
-            self._handle.close()
-        self._handle, self._pid = None, None
+        """Close this process's slide handles."""
+        self._reader.close()
 
 
 def list_tile_images(root: str | os.PathLike[str]) -> tuple[list[str], list[str], list[str]]:

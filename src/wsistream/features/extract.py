@@ -3,6 +3,12 @@
 On CUDA the model runs under ``torch.autocast`` (bf16 where supported, else
 fp16) with channels-last input; on CPU it runs in float32 as is. Features are
 returned as float32 in tile order, whatever order batches arrive in.
+
+The stages overlap: workers read and decode (in grid order, each stored tile
+once), batches arrive in pinned memory and are copied with ``non_blocking``,
+DeepZoom's LANCZOS thumbnail runs batched on the device (``resize="device"``,
+bit-exact with Pillow), and the features of batch ``i`` are copied back only
+after batch ``i + 1`` is queued, so the device never waits for the host.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from wsistream.backends.openslide import OpenSlideBackend
 from wsistream.features.dataset import SlideTileDataset, TileImageDataset, list_tile_images
 from wsistream.features.encoders import Encoder
 from wsistream.features.formats import SlideFeatures, write_h5, write_histossl, write_tile_features
+from wsistream.features.lanczos import render_batch
 from wsistream.features.tiling import DeepZoomTiling, GridTiling, TileSet
 from wsistream.pipeline.mpp import MppPolicy
 
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
+ResizeWhere = Literal["auto", "device", "worker"]
 BatchCallback = Callable[[int], None]
 
 
@@ -50,6 +58,11 @@ class ExtractionConfig:
         Channels-last model and input on CUDA. Ignored on CPU.
     prefetch_factor : int
         Batches prefetched per worker.
+    resize : {"auto", "device", "worker"}
+        Where DeepZoom's LANCZOS thumbnail (448 → 224 on 40x slides) runs: batched on the model's
+        device (``lanczos.render_batch``, integer arithmetic, identical to Pillow) or in the
+        workers with Pillow. ``auto``: device on CUDA, workers on CPU (where both compete for the
+        same cores and Pillow's C loop is the faster of the two).
     """
 
     batch_size: int = 64
@@ -58,6 +71,7 @@ class ExtractionConfig:
     amp: AmpMode = "auto"
     channels_last: bool = True
     prefetch_factor: int = 2
+    resize: ResizeWhere = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -68,6 +82,8 @@ class ExtractionConfig:
             raise ValueError(f"amp={self.amp!r}; pass 'auto', 'bf16', 'fp16' or 'off'")
         if self.prefetch_factor < 1:
             raise ValueError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.resize not in ("auto", "device", "worker"):
+            raise ValueError(f"resize={self.resize!r}; pass 'auto', 'device' or 'worker'")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r}; pass 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
@@ -97,42 +113,76 @@ class TileEncoderRunner:
             bf16 = self.config.amp == "bf16" or (self.config.amp == "auto" and torch.cuda.is_bf16_supported())
             self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
 
-    def __call__(self, tiles: torch.Tensor) -> np.ndarray:
-        """Features (B, d) float32 of uint8 (B, H, W, 3) tiles."""
+    @property
+    def device_resize(self) -> bool:
+        """Whether DeepZoom thumbnails run on this runner's device (``ExtractionConfig.resize``)."""
+        return self.config.resize == "device" or (self.config.resize == "auto" and self.cuda)
+
+    def encode(self, tiles: torch.Tensor, z_size: tuple[int, int] | None = None, tile_size: int = 224) -> torch.Tensor:
+        """Features (B, d) on the device, not synchronised, of uint8 (B, H, W, 3) tiles.
+
+        ``z_size``: the batch holds unresized DeepZoom reads, to thumbnail to ``(z_w, z_h)`` and
+        zero-pad to ``tile_size`` first (:func:`~wsistream.features.lanczos.render_batch`).
+        """
         x = tiles.to(self.device, non_blocking=True)
         autocast = (
             torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()
         )
-        with torch.inference_mode(), autocast:
-            fmt = torch.channels_last if self.cuda and self.config.channels_last else torch.contiguous_format
-            out = self.encoder.forward(self.encoder.model, self.encoder.preprocess(x, fmt))
+        with torch.inference_mode():
+            if z_size is not None:
+                x = render_batch(x, z_size, tile_size)
+            with autocast:
+                fmt = torch.channels_last if self.cuda and self.config.channels_last else torch.contiguous_format
+                out = self.encoder.forward(self.encoder.model, self.encoder.preprocess(x, fmt))
         if out.ndim != 2 or out.shape[1] != self.encoder.dim:
             raise ValueError(
                 f"encoder {self.encoder.name!r} returned {tuple(out.shape)}, expected (B, {self.encoder.dim})"
             )
-        return out.float().cpu().numpy()
+        return out
 
-    def loader(self, dataset: Dataset) -> DataLoader:
-        """Return the DataLoader this runner reads ``dataset`` with (ordered; pinned memory on CUDA)."""
+    def __call__(self, tiles: torch.Tensor, z_size: tuple[int, int] | None = None, tile_size: int = 224) -> np.ndarray:
+        """Features (B, d) float32 of uint8 (B, H, W, 3) tiles (see :meth:`encode`)."""
+        return self.encode(tiles, z_size, tile_size).float().cpu().numpy()
+
+    def loader(self, dataset: Dataset, batches: list[list[int]] | None = None) -> DataLoader:
+        """Return the DataLoader this runner reads ``dataset`` with (ordered; pinned memory on CUDA).
+
+        ``batches``: an explicit batch list (grid order, see :meth:`SlideTileDataset.batches`).
+        """
         cfg = self.config
         extra: dict[str, Any] = {"prefetch_factor": cfg.prefetch_factor} if cfg.num_workers > 0 else {}
-        return DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            num_workers=cfg.num_workers,
-            pin_memory=self.cuda,
-            **extra,
-        )
+        if batches is None:
+            extra.update(batch_size=cfg.batch_size, shuffle=False)
+        else:
+            extra["batch_sampler"] = batches
+        return DataLoader(dataset, num_workers=cfg.num_workers, pin_memory=self.cuda, **extra)
 
 
 def embed_dataset(runner: TileEncoderRunner, dataset: Dataset, *, on_batch: BatchCallback | None = None) -> np.ndarray:
-    """(N, d) float32 features of a ``(tile, index)`` dataset, row ``i`` for item ``i``."""
+    """(N, d) float32 features of a ``(tile, index)`` dataset, row ``i`` for item ``i``.
+
+    A :class:`SlideTileDataset` is read in its grid-order batches; the features of a batch
+    are fetched from the device once the next batch is queued (one batch in flight).
+    """
     feats = np.empty((len(dataset), runner.encoder.dim), np.float32)  # type: ignore[arg-type]
-    for tiles, index in runner.loader(dataset):
-        feats[index.numpy()] = runner(tiles)
+    tiled = isinstance(dataset, SlideTileDataset)
+    batches = dataset.batches(runner.config.batch_size, runner.config.num_workers) if tiled else None
+    pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def collect(item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        index, out = item
+        feats[index.numpy()] = out.float().cpu().numpy()
         if on_batch is not None:
             on_batch(len(index))
+
+    for tiles, index in runner.loader(dataset, batches):
+        z_size = dataset.device_size(int(index[0])) if tiled else None
+        out = runner.encode(tiles, z_size, dataset.tiles.tile_size if tiled else 224)
+        if pending is not None:
+            collect(pending)
+        pending = (index, out)
+    if pending is not None:
+        collect(pending)
     return feats
 
 
@@ -211,7 +261,7 @@ def extract_slide(
     backend = backend or OpenSlideBackend()
     tiling = tiling or DeepZoomTiling()
     tiles, mpp_source = plan_slide_tiles(slide_path, tiling, backend=backend, mpp_policy=mpp_policy)
-    dataset = SlideTileDataset(tiles, backend)
+    dataset = SlideTileDataset(tiles, backend, device_resize=runner.device_resize)
     try:
         feats = embed_dataset(runner, dataset, on_batch=on_batch)
     finally:

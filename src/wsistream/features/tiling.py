@@ -143,9 +143,13 @@ def _geometry_attrs(props: SlideProperties, level: int, side_level0: int, read_w
 
 
 def _tissue_mask(
-    handle: SlideHandle, detector: TissueDetector, overview_side: int, props: SlideProperties
+    handle: SlideHandle, props: SlideProperties, detector: TissueDetector, overview_side: int
 ) -> TissueMask:
-    # detect_slide, as the pipeline calls it: detectors that need the slide (GeoJSON, model masks) work here too
+    """The slide's mask through ``detect_slide``, the entry point the streaming pipeline uses.
+
+    Detectors that read the slide at their own µm/px or cache masks on disk
+    (``ModelTissueDetector``) override ``detect_slide``; ``props`` carries the µm/px policy's value.
+    """
     return detector.detect_slide(handle, props, overview_side)
 
 
@@ -216,7 +220,7 @@ class DeepZoomTiling:
         keep = np.ones(len(cols), bool)
         if not self.keep_partial:
             keep &= (reads["z_w"] == self.tile_size) & (reads["z_h"] == self.tile_size)
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side, props)
+        mask = _tissue_mask(handle, props, self.tissue_detector, self.overview_side)
         ds = props.level_downsamples[level]
         fractions = np.array(
             [
@@ -320,7 +324,7 @@ class GridTiling:
             tissue_threshold=self.tissue_threshold,
             mpp_tolerance=self.mpp_tolerance,
         )
-        mask = _tissue_mask(handle, self.tissue_detector, self.overview_side, props)
+        mask = _tissue_mask(handle, props, self.tissue_detector, self.overview_side)
         positions = sampler.grid(mask, plan, props)
         if not positions:
             raise NoTissueError(
