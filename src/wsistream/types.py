@@ -7,7 +7,6 @@ Coordinate frames are part of the names: ``x0``/``y0`` are level-0 pixels,
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -89,16 +88,6 @@ class SlideMetadata:
     def mpp_source(self) -> MppSource:
         """Where the slide's level-0 µm/px came from."""
         return self.properties.mpp_source
-
-    def to_flat_dict(self) -> dict[str, str]:
-        """Strings only, so a default collate can batch them."""
-        return {
-            "slide_path": self.slide_path,
-            "dataset_name": self.dataset_name,
-            "patient_id": self.patient_id or "",
-            "mpp_source": self.properties.mpp_source,
-            "extra": json.dumps(self.extra, sort_keys=True),
-        }
 
 
 @dataclass(frozen=True)

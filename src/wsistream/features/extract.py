@@ -29,7 +29,7 @@ from wsistream.backends.base import SlideBackend
 from wsistream.backends.openslide import OpenSlideBackend
 from wsistream.features.dataset import SlideTileDataset, TileImageDataset, list_tile_images
 from wsistream.features.encoders import Encoder
-from wsistream.features.formats import SlideFeatures, write_h5, write_histossl, write_tile_features
+from wsistream.features.formats import write_h5, write_histossl, write_tile_features
 from wsistream.features.lanczos import render_batch
 from wsistream.features.tiling import DeepZoomTiling, GridTiling, TileSet
 from wsistream.pipeline.mpp import MppPolicy
@@ -200,10 +200,6 @@ class SlideExtraction:
     def n_tiles(self) -> int:
         """Number of tiles N."""
         return int(self.features.shape[0])
-
-    def to_slide_features(self, slide_id: str | None = None) -> SlideFeatures:
-        """Return the in-memory object the readers return (``coords`` = ``[tile_level, x, y]``)."""
-        return SlideFeatures(slide_id or Path(self.slide_path).name, self.features, self.tiles.coords, dict(self.attrs))
 
     def write_histossl(self, slide_dir: str | os.PathLike[str]) -> Path:
         """``features.npy`` (N, 3+d) + ``coords.npy`` + ``extraction.json`` into ``slide_dir``."""

@@ -118,17 +118,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temporary files that an interrupted writer left in ``folder`` (not recursive)."""
-    base = Path(folder)
-    if not base.is_dir():
-        return []
-    stale = [p for p in base.iterdir() if p.name.startswith(".") and _TMP_MARK in p.name and p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
 def write_histossl(
     slide_dir: str | os.PathLike[str],
     features: np.ndarray,

@@ -365,5 +365,3 @@ class GridTiling:
         )
         return tiles.subset(self.n_tiles, self.seed, self.random_sampling)
 
-
-Tiling = DeepZoomTiling | GridTiling

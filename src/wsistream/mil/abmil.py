@@ -44,11 +44,6 @@ class ABMIL(nn.Module):
         )
         self.metadata_cols = metadata_cols
 
-    def attention_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-tile attention logits (B, N, 1); ``-inf`` at padded tiles."""
-        emb = self.tiles_emb(x[..., self.metadata_cols :], mask)
-        return self.attention_layer.attention(emb, mask)
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, out_features) for ``x`` (B, N, 3 + d) and ``mask`` (B, N, 1)."""
         emb = self.tiles_emb(x[..., self.metadata_cols :], mask)
