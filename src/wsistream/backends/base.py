@@ -23,6 +23,7 @@ import numpy as np
 
 from wsistream.backends._jpeg_tiles import JpegTileReader, TileCache
 from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
+from wsistream.storage.urls import is_url
 from wsistream.types import SlideProperties
 
 #: Plausible level-0 µm/px for a brightfield/fluorescence WSI scan.  Values
@@ -255,6 +256,8 @@ class SlideBackend(ABC):
     name: ClassVar[str]
     #: Python module the backend needs; checked in :meth:`is_available`.
     requires: ClassVar[str]
+    #: Whether ``s3://`` / ``gs://`` / ``https://`` slides can be opened (:mod:`wsistream.storage`).
+    reads_urls: ClassVar[bool] = False
 
     @classmethod
     def is_available(cls) -> bool:
@@ -271,16 +274,27 @@ class SlideBackend(ABC):
         SlideNotFoundError
             The file does not exist.
         SlideOpenError
-            The backend cannot open it (the cause is chained).
+            The backend cannot open it (the cause is chained), or it is a URL and the backend reads
+            local files only.
+        RemoteStorageError
+            A URL's storage failed after the bounded retries (subclasses: not found, access denied,
+            changed while read).
         """
         path = os.fspath(slide_path)
-        if not os.path.exists(path):
+        if is_url(path):
+            if not self.reads_urls:
+                raise SlideOpenError(
+                    path,
+                    f"{self.name} reads local files only; pass backend=TiffSlideBackend() to stream URLs "
+                    "(docs/storage.md), or copy the slide to local disk",
+                )
+        elif not os.path.exists(path):
             raise SlideNotFoundError(path, "file does not exist")
-        if os.path.isdir(path):
+        elif os.path.isdir(path):
             raise SlideOpenError(path, "is a directory, not a slide file")
-        if os.path.getsize(path) == 0:
+        elif os.path.getsize(path) == 0:
             raise SlideOpenError(path, "file is empty (0 bytes)")
-        if not os.access(path, os.R_OK):
+        elif not os.access(path, os.R_OK):
             raise SlideOpenError(path, "permission denied: the file is not readable by this process")
         try:
             return self._open(path)
