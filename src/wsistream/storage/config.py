@@ -99,7 +99,7 @@ class StorageConfig:
             config = dict(kwargs.pop("config_kwargs", {}))
             config.setdefault("connect_timeout", self.timeout_s)
             config.setdefault("read_timeout", self.timeout_s)
-            config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+            config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
             kwargs["config_kwargs"] = config
         elif protocol in ("http", "https"):
             import aiohttp
