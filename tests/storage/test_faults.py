@@ -51,14 +51,14 @@ def test_a_stalled_server_times_out_and_never_hangs(s3_slides, storage, proxy):
     with _open(storage, url) as handle:
         proxy.inject("stall", 100)
         start = time.monotonic()
-        with pytest.raises(RemoteStorageError, match="no answer within timeout_s=1.0 s"):
+        with pytest.raises(RemoteStorageError, match=r"no answer within timeout_s=1\.0 s"):
             handle.read_region(1500, 1500, 0, (100, 100))
         elapsed = time.monotonic() - start
     assert elapsed < (storage.retries + 1) * storage.timeout_s + 1.0
 
 
 def test_missing_object_and_denied_access_are_permanent_named_errors(s3_slides, storage, proxy):
-    with pytest.raises(RemoteNotFoundError, match="s3://slides/cohort/absent.svs: open: object does not exist") as info:
+    with pytest.raises(RemoteNotFoundError, match=r"s3://slides/cohort/absent\.svs: open: object does not exist") as info:
         _open(storage, "s3://slides/cohort/absent.svs")
     assert isinstance(info.value, SlideNotFoundError)  # a stream marks it dead like a missing file
     _, url = s3_slides["CMU-1-Small-Region.svs"]
@@ -84,7 +84,5 @@ def test_an_object_replaced_while_streaming_fails_instead_of_mixing_versions(s3_
 def test_a_truncated_object_is_refused_at_open(s3_server, cmu_svs, storage):
     with open(cmu_svs, "rb") as fh:
         url = s3_server.put("broken/truncated.svs", fh.read()[:300_000])
-    with pytest.raises(SlideOpenError, match="broken/truncated.svs"):
-        with _open(storage, url) as handle:  # opens only if the kept part holds every directory
-            assert not handle.uses_fast_tiles  # tile offsets point past the end: never the fast path
-            handle.read_region(0, 0, 0, (2000, 2000))
+    with pytest.raises(SlideOpenError, match=r"broken/truncated\.svs: tiffslide cannot open it"):
+        _open(storage, url)
