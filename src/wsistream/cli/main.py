@@ -75,7 +75,7 @@ def recipes_docs(out: Path = typer.Option(None, help="Write here instead of stdo
 
 @app.command()
 def preview(
-    slides: list[Path],
+    slides: list[str] = typer.Argument(help="Slide files or s3:// gs:// https:// URLs."),
     recipe: str = typer.Option("phikon-v2", help="Recipe whose stream is previewed."),
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="PNG to write."),
     n_patches: int = typer.Option(12, help="Patches to draw (per slide with --sheet)."),
@@ -85,9 +85,14 @@ def preview(
     """Overview + tissue mask + sampled patch boxes + the patches, as the recipe streams them."""
     from wsistream.qc import preview_sheet, preview_slide
     from wsistream.recipes import build_pipeline
+    from wsistream.storage import is_url
 
-    kwargs = {"views": views} if recipe != "phikon" else {}
-    pipeline = build_pipeline(recipe, [str(s) for s in slides], **kwargs)
+    kwargs: dict = {"views": views} if recipe != "phikon" else {}
+    if any(is_url(s) for s in slides):
+        from wsistream.backends import TiffSlideBackend
+
+        kwargs["backend"] = TiffSlideBackend()  # OpenSlide reads local files only (docs/storage.md)
+    pipeline = build_pipeline(recipe, list(slides), **kwargs)
     if sheet or len(slides) > 1:
         png, status = preview_sheet(
             pipeline, [str(s) for s in slides], out, n_patches=min(n_patches, 6), title=f"recipe {recipe}"
