@@ -122,9 +122,25 @@ def bench(
         None, help="Interleaved runs of the 20x-pool rows, the best kept (default 3; 1 with --quick)."
     ),
     compare: Path = typer.Option(None, help="An earlier run's JSON: print its values and now/then per row."),
+    remote: bool = typer.Option(
+        False, "--remote", help="The 20x pool from a loopback S3 server (needs moto[server]) beside local files."
+    ),
+    latency_ms: float = typer.Option(20.0, help="With --remote: latency added to every request."),
 ) -> None:
     """Decode ceiling, raw OpenSlide loop and our pipeline, side by side on the same slides."""
     import json
+
+    if remote:
+        from wsistream.bench.remote import run_remote_bench
+
+        rows = run_remote_bench(cache_dir, quick=quick, latency_s=latency_ms / 1000, loader=loader)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"remote": True, "latency_ms": latency_ms, "quick": quick, "rows": rows}, indent=2))
+        for row in rows:
+            extra = {k: v for k, v in row.items() if k not in ("workload", "row", "value", "unit")}
+            typer.echo(f"{row['row']:42s} {row['value']:>12} {row['unit']:10s} {extra or ''}")
+        typer.echo(f"\nJSON: {out}")
+        return
 
     from wsistream.bench import format_table, run_bench
 
