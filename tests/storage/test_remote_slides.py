@@ -82,3 +82,18 @@ def test_storage_options_are_never_shown():
     assert "key" in repr(config)
     with pytest.raises(ValueError, match="map a protocol"):
         StorageConfig(options={"endpoint_url": "http://x"})
+
+
+def test_prefetched_tiles_are_read_without_a_new_request(s3_slides, storage, proxy):
+    local, url = s3_slides["synthetic-40x.svs"]
+    with TiffSlideBackend(storage=storage).open(url) as remote, TiffSlideBackend().open(local) as here:
+        assert remote.prefetches and not here.prefetches
+        remote.prefetch_region(2000, 1500, 0, (448, 448))
+        remote.read_region(0, 0, 0, (16, 16))  # another read meanwhile
+        for future in list(remote.source._prefetched.values()):
+            future.result(timeout=5)
+        before = proxy.ranged_requests
+        np.testing.assert_array_equal(
+            remote.read_region(2000, 1500, 0, (448, 448)), here.read_region(2000, 1500, 0, (448, 448))
+        )
+        assert proxy.ranged_requests == before

@@ -89,7 +89,7 @@ def test_grid_pass_through_two_dataloader_workers_matches_local(s3_slides, stora
     local = [s3_slides[n][0] for n in SVS]
     remote = [s3_slides[n][1] for n in SVS]
     from_s3 = tiles(remote, TiffSlideBackend(storage=storage))
-    assert len(from_s3) > 20 and from_s3 == tiles(local, TiffSlideBackend())
+    assert len(from_s3) >= 10 and from_s3 == tiles(local, TiffSlideBackend())  # 12 tiles at 2 µm/px
 
 
 def test_a_pipeline_with_urls_and_a_local_only_backend_fails_fast(s3_slides):

@@ -249,13 +249,25 @@ class JpegTileReader:
         """Stored bytes of the tiles of ``cols × rows`` not in the cache, in one batched read."""
         lv = self.levels[level]
         missing = [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
-        if len(missing) < 2:
-            return {}  # one tile: tile() reads it itself
+        if not missing:
+            return {}
         index = [r * lv.tiles_across + c for c, r in missing]
         ranges = [(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index]
         if self._closed:
             raise ValueError(f"{self.path}: JpegTileReader is closed")
         return dict(zip(missing, self._source.read_ranges(ranges), strict=True))
+
+    def prefetch(self, level: int, x: int, y: int, width: int, height: int) -> None:
+        """Start fetching the uncached tiles of a later :meth:`read` (sources that can; else nothing)."""
+        start = getattr(self._source, "prefetch_ranges", None)
+        lv = self.levels[level]
+        if start is None or self._closed or x < 0 or y < 0 or x + width > lv.width or y + height > lv.height:
+            return
+        tw, th = lv.tile_width, lv.tile_height
+        cols, rows = range(x // tw, (x + width - 1) // tw + 1), range(y // th, (y + height - 1) // th + 1)
+        missing = [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
+        index = [r * lv.tiles_across + c for c, r in missing]
+        start([(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index])
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Pixels ``[y, y + height) × [x, x + width)`` of ``level`` (level pixels, inside the level).

@@ -125,6 +125,22 @@ class SlideHandle(ABC):
         )
 
     @property
+    def prefetches(self) -> bool:
+        """Whether :meth:`prefetch_region` does anything (direct JPEG path over a remote source)."""
+        return self._fast is not None and hasattr(self._fast._source, "prefetch_ranges")
+
+    def prefetch_region(self, x0: int, y0: int, level: int, size: tuple[int, int]) -> None:
+        """Start fetching the tiles of a later ``read_region(x0, y0, level, size)``; never raises for data.
+
+        Network latency then overlaps the decoding of other patches (the stream calls it for each
+        slot's next position); a failed prefetch is fetched again, and reported, by the read.
+        """
+        fast = self._fast
+        if fast is not None:
+            lx, ly = fast.level_origin(level, x0, y0, int(size[0]), int(size[1]))
+            fast.prefetch(level, lx, ly, int(size[0]), int(size[1]))
+
+    @property
     def uses_fast_tiles(self) -> bool:
         """Whether reads bypass the library (see :mod:`wsistream.backends._jpeg_tiles`)."""
         return self._fast is not None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
@@ -36,6 +38,16 @@ def translate_error(url: str, what: str, exc: BaseException) -> RemoteStorageErr
 
 def _is_permanent(err: RemoteStorageError) -> bool:
     return isinstance(err, (RemoteNotFoundError, RemoteAccessDeniedError, RemoteObjectChangedError))
+
+
+def _resolve_part(part: Future, index: int, whole: Future) -> None:
+    """Complete one range's future from the batched prefetch it belongs to."""
+    if whole.cancelled():
+        part.cancel()
+    elif whole.exception() is not None:
+        part.set_exception(whole.exception())
+    else:
+        part.set_result(whole.result()[index])
 
 
 class _Truncated(OSError):
@@ -72,6 +84,8 @@ class RemoteByteSource(ByteSource):
         #: The last error raised to a caller; tifffile logs and swallows some read errors, so the
         #: opener checks this after parsing (:meth:`raise_if_failed`).
         self.failure: RemoteStorageError | None = None
+        self._prefetched: dict[tuple[int, int], Future] = {}
+        self._prefetcher: ThreadPoolExecutor | None = None  # runs batches; their requests use _pool
         self._pid: int | None = None
         self._file: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -105,7 +119,8 @@ class RemoteByteSource(ByteSource):
         if self._closed:
             raise ValueError(f"{self.name}: source is closed")
         if self._pid != os.getpid():  # a forked child: the parent's event loop and pool do not exist here
-            self._file = self._pool = None
+            self._file = self._pool = self._prefetcher = None
+            self._prefetched = {}
             self._blocks = OrderedDict()
             self._blocks_nbytes = 0
             self._lock = threading.Lock()
@@ -222,9 +237,47 @@ class RemoteByteSource(ByteSource):
                     _, evicted = self._blocks.popitem(last=False)
                     self._blocks_nbytes -= len(evicted)
 
+    #: Prefetched ranges kept at most (older ones are dropped unread).
+    MAX_PREFETCHED = 256
+
+    def prefetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Start fetching ``ranges`` in the background; a later :meth:`read_ranges` of them waits for it.
+
+        Failures are not raised here: the read that needs the bytes fetches them again (with its
+        retries) and raises there, so prefetching never changes which error a read reports.
+        """
+        self._ensure()
+        wanted = [tuple(r) for r in ranges if tuple(r) not in self._prefetched]
+        if not wanted:
+            return
+        while len(self._prefetched) + len(wanted) > self.MAX_PREFETCHED and self._prefetched:
+            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(2, thread_name_prefix="wsistream-prefetch")
+        future = self._prefetcher.submit(self._read_ranges_now, wanted)
+        for i, r in enumerate(wanted):
+            part: Future = Future()
+            future.add_done_callback(functools.partial(_resolve_part, part, i))
+            self._prefetched[r] = part
+
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Each ``(offset, count)``; ranges closer than ``coalesce_gap_bytes`` share one request."""
         self._ensure()
+        if not ranges:
+            return []
+        out: dict[int, bytes] = {}
+        for i, r in enumerate(ranges):
+            part = self._prefetched.pop(tuple(r), None)
+            if part is not None:
+                with contextlib.suppress(Exception):  # else fetched again below, where a failure is raised
+                    out[i] = part.result(timeout=self.storage.timeout_s * (self.storage.retries + 1))
+        rest = [i for i in range(len(ranges)) if i not in out]
+        if rest:
+            for i, data in zip(rest, self._read_ranges_now([ranges[i] for i in rest]), strict=True):
+                out[i] = data
+        return [out[i] for i in range(len(ranges))]
+
+    def _read_ranges_now(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
         order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
@@ -254,13 +307,17 @@ class RemoteByteSource(ByteSource):
         if self._closed:
             return
         self._closed = True
-        if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._file = None
+        if self._pid == os.getpid():
+            for pool in (self._prefetcher, self._pool):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._prefetcher = self._file = None
+        self._prefetched = {}
         self._blocks.clear()
 
     def __getstate__(self) -> dict:
         state = {**self.__dict__, "_file": None, "_pool": None, "_pid": None, "_lock": None}
+        state.update(_prefetched={}, _prefetcher=None)
         state.update(_blocks=OrderedDict(), _blocks_nbytes=0, requests=0, bytes_read=0, failure=None)
         return state
 
