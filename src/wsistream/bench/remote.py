@@ -20,7 +20,7 @@ from typing import Any
 
 from wsistream.backends import TiffSlideBackend
 from wsistream.backends._jpeg_tiles import JpegTileReader
-from wsistream.bench.slides import bench_slides
+from wsistream.bench.slides import pool_20x_slides
 from wsistream.bench.workloads import rate
 from wsistream.pipeline import PatchPipeline
 from wsistream.recipes import build_pipeline
@@ -75,8 +75,7 @@ def run_remote_bench(
     cache_dir: Path | None = None, *, quick: bool = False, latency_s: float = 0.02, loader: bool = True
 ) -> list[dict[str, Any]]:
     """The remote rows (see the module docstring); one process, then 2 DataLoader workers."""
-    slides = bench_slides(cache_dir, quick=quick)
-    pool = slides.pool_20x
+    pool = pool_20x_slides(cache_dir, quick=quick)
     n = 200 if quick else 800
     rows: list[dict[str, Any]] = []
 
