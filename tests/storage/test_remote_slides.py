@@ -97,3 +97,17 @@ def test_prefetched_tiles_are_read_without_a_new_request(s3_slides, storage, pro
             remote.read_region(2000, 1500, 0, (448, 448)), here.read_region(2000, 1500, 0, (448, 448))
         )
         assert proxy.ranged_requests == before
+
+
+def test_a_damaged_directory_cache_entry_is_walked_again(s3_slides, storage, tmp_path):
+    import pathlib
+
+    _, url = s3_slides["CMU-1-Small-Region.svs"]
+    backend = TiffSlideBackend(storage=storage)
+    backend.open(url).close()
+    (entry,) = pathlib.Path(storage.resolved_cache_dir).rglob("*.pkl")
+    entry.write_bytes(b"not a pickle")
+    with backend.open(url) as handle:
+        assert handle.uses_fast_tiles and handle.source.requests > 1  # walked again
+    with backend.open(url) as handle:
+        assert handle.source.requests == 1  # and cached again

@@ -257,6 +257,11 @@ class JpegTileReader:
             raise ValueError(f"{self.path}: JpegTileReader is closed")
         return dict(zip(missing, self._source.read_ranges(ranges), strict=True))
 
+    @property
+    def can_prefetch(self) -> bool:
+        """Whether :meth:`prefetch` does anything (a source with background reads: remote storage)."""
+        return hasattr(self._source, "prefetch_ranges")
+
     def prefetch(self, level: int, x: int, y: int, width: int, height: int) -> None:
         """Start fetching the uncached tiles of a later :meth:`read` (sources that can; else nothing)."""
         start = getattr(self._source, "prefetch_ranges", None)

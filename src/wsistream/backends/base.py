@@ -127,7 +127,7 @@ class SlideHandle(ABC):
     @property
     def prefetches(self) -> bool:
         """Whether :meth:`prefetch_region` does anything (direct JPEG path over a remote source)."""
-        return self._fast is not None and hasattr(self._fast._source, "prefetch_ranges")
+        return self._fast is not None and self._fast.can_prefetch
 
     def prefetch_region(self, x0: int, y0: int, level: int, size: tuple[int, int]) -> None:
         """Start fetching the tiles of a later ``read_region(x0, y0, level, size)``; never raises for data.
