@@ -83,9 +83,12 @@ def run_remote_bench(
         rows.append({"workload": f"remote 20x pool, +{latency_s * 1000:.0f} ms", "row": name,
                      "value": round(value, 3), "unit": unit, **extra})  # fmt: skip
 
-    with LoopbackS3() as s3, FaultProxy(s3.endpoint_url, latency_s=latency_s) as proxy, tempfile.TemporaryDirectory(
-        prefix="wsistream-ifd-"
-    ) as ifd_cache:
+    # moto in a child process: its CPU does not share the measured process's GIL (the proxy is light)
+    with (
+        LoopbackS3(in_process=False) as s3,
+        FaultProxy(s3.endpoint_url, latency_s=latency_s) as proxy,
+        tempfile.TemporaryDirectory(prefix="wsistream-ifd-") as ifd_cache,
+    ):
         urls = s3.upload(pool, prefix="pool/")
         storage = StorageConfig(options=s3_options(proxy.endpoint_url), cache_dir=ifd_cache)
         local = functools.partial(build_pipeline, "phikon-v2", pool, cycle=False, backend=TiffSlideBackend())

@@ -12,6 +12,8 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,13 +29,18 @@ LOOPBACK_CREDENTIALS = {"key": "testing", "secret": "testing"}
 
 
 class LoopbackS3:
-    """moto's S3 in a thread on a free loopback port; ``with LoopbackS3() as s3: s3.upload(...)``."""
+    """moto's S3 on a free loopback port; ``with LoopbackS3() as s3: s3.upload(...)``.
 
-    def __init__(self, bucket: str = "slides") -> None:
-        from moto.server import ThreadedMotoServer
+    ``in_process=True`` (tests): a thread of this process (``ThreadedMotoServer``).  ``False``
+    (benchmarks): a ``moto_server`` child process, so the server's CPU does not share this
+    process's GIL with the client being measured; it is terminated on exit.
+    """
 
+    def __init__(self, bucket: str = "slides", *, in_process: bool = True) -> None:
         self.bucket = bucket
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.in_process = in_process
+        self._server: Any = None
+        self._child: subprocess.Popen | None = None
         self.endpoint_url = ""
 
     def __enter__(self) -> LoopbackS3:
@@ -41,14 +48,27 @@ class LoopbackS3:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        self._server.start()
-        host, port = self._server.get_host_and_port()
+        if self.in_process:
+            from moto.server import ThreadedMotoServer
+
+            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._server.start()
+            host, port = self._server.get_host_and_port()
+        else:
+            host, port = "127.0.0.1", _free_port()
+            command = [sys.executable, "-c", "from moto.server import main; main()", "-H", host, "-p", str(port)]
+            self._child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait_for_port(host, port, self._child)
         self.endpoint_url = f"http://{host}:{port}"
         self.client().create_bucket(Bucket=self.bucket)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.stop()
+        if self._child is not None:
+            self._child.terminate()
+            self._child.wait(timeout=10)
 
     def client(self) -> Any:
         """A boto3 S3 client of this server (for uploads and overwrites in tests)."""
@@ -75,6 +95,26 @@ class LoopbackS3:
         """Write ``data`` to ``key`` (overwrites: a new ETag); returns the URL."""
         self.client().put_object(Bucket=self.bucket, Key=key, Body=data)
         return f"s3://{self.bucket}/{key}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(host: str, port: int, child: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Until the child accepts connections (bounded; it is killed if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"moto_server exited with status {child.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    child.kill()
+    raise RuntimeError(f"moto_server did not listen on {host}:{port} within {timeout_s} s")
 
 
 def s3_options(endpoint_url: str) -> dict[str, dict[str, Any]]:
