@@ -150,6 +150,7 @@ class FaultProxy:
         self.stall_s = float(stall_s)
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self._local = threading.local()  # each handler thread's upstream connection
         #: Requests forwarded or faulted, and ranged GETs among them.
         self.requests = 0
         self.ranged_requests = 0
@@ -207,6 +208,25 @@ class FaultProxy:
                     return fault.kind
         return None
 
+    def _upstream_request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """Forward on this handler thread's keep-alive connection (one new connection on failure)."""
+        for attempt in range(2):
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+            try:
+                conn.request(method, path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                return resp, resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -230,13 +250,7 @@ class FaultProxy:
                 if fault in ("403", "404", "503"):
                     self._error(int(fault))
                     return
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-                try:
-                    conn.request(self.command, self.path, body=body or None, headers=dict(self.headers.items()))
-                    resp = conn.getresponse()
-                    data = resp.read()
-                finally:
-                    conn.close()
+                resp, data = proxy._upstream_request(self.command, self.path, body, dict(self.headers.items()))
                 self.send_response(resp.status)
                 for name, value in resp.getheaders():
                     if name.lower() not in ("transfer-encoding", "connection", "content-length"):
