@@ -80,3 +80,24 @@ class NoUsableSlidesError(WsiStreamError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (NoUsableSlidesError, (self.failures,))
+
+
+class RemoteStorageError(WsiStreamError):
+    """Object storage (``s3://``, ``gs://``, ``https://``) failed after the bounded retries.
+
+    Timeouts, connection resets, server errors and truncated responses; the
+    reason names the request and the last cause.  A stream records it, skips the
+    slide and continues; the slide is tried again in a later epoch.
+    """
+
+
+class RemoteObjectChangedError(RemoteStorageError):
+    """The object's ETag or size changed while it was being read (re-uploaded mid-stream)."""
+
+
+class RemoteNotFoundError(RemoteStorageError, SlideNotFoundError):
+    """The object (or its bucket) does not exist (HTTP 404); permanent like a missing file."""
+
+
+class RemoteAccessDeniedError(RemoteStorageError, SlideOpenError):
+    """The credentials may not read the object (HTTP 401/403); permanent like an unreadable file."""

@@ -459,7 +459,7 @@ def test_reads_in_a_forked_child_after_reading_in_the_parent(rgb_slide):
     reader = _open(rgb_slide)
     expected = _open(rgb_slide, cache_bytes=0).read(1, 100, 100, 300, 200)
     parent_first = reader.read(0, 0, 0, 300, 300)
-    fd_parent = reader._fd
+    fd_parent = reader._source._fd
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: new descriptor, correct pixels from cached and from new tiles
@@ -468,7 +468,7 @@ def test_reads_in_a_forked_child_after_reading_in_the_parent(rgb_slide):
             os.close(read_end)
             ok = np.array_equal(reader.read(1, 100, 100, 300, 200), expected)
             ok &= np.array_equal(reader.read(0, 0, 0, 300, 300), parent_first)
-            ok &= reader._fd != fd_parent
+            ok &= reader._source._fd != fd_parent
             reader.close()
             os.write(write_end, b"1" if ok else b"0")
             status = 0
@@ -480,7 +480,7 @@ def test_reads_in_a_forked_child_after_reading_in_the_parent(rgb_slide):
     _, status = os.waitpid(pid, 0)
     assert status == 0 and answer == b"1"
     # the parent's descriptor survived the child's close
-    assert reader._fd == fd_parent
+    assert reader._source._fd == fd_parent
     np.testing.assert_array_equal(reader.read(1, 100, 100, 300, 200), expected)
     reader.close()
 
@@ -489,7 +489,7 @@ def test_pickle_round_trip_reopens_lazily(rgb_slide):
     with _open(rgb_slide) as reader:
         reader.read(0, 0, 0, 50, 50)
         clone = pickle.loads(pickle.dumps(reader))
-        assert clone._fd is None and len(clone.cache) == 0
+        assert clone._source._fd is None and len(clone.cache) == 0
         np.testing.assert_array_equal(clone.read(2, 10, 20, 100, 100), reader.read(2, 10, 20, 100, 100))
         clone.close()
 

@@ -47,9 +47,11 @@ from typing import Literal
 
 import numpy as np
 
+from wsistream.backends._byte_source import ByteSource, LocalFileSource
 from wsistream.backends._jpeg_check import _FILLER, JpegTileError, _grey_tail, check_jpeg_stream
 from wsistream.backends._tiff_levels import TiffJpegLevel, _plan_levels
 from wsistream.backends._tile_cache import DEFAULT_CACHE_BYTES, TileCache, shared_tile_cache
+from wsistream.errors import WsiStreamError
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -73,7 +75,7 @@ class JpegTileReader:
     Parameters
     ----------
     path : str
-        The slide file.
+        The slide file or URL.
     levels : sequence of TiffJpegLevel
         The TIFF page behind each pyramid level, in the backend's level order.
     level_downsamples : sequence of float
@@ -90,6 +92,10 @@ class JpegTileReader:
         decode every tile a second time with filler spliced before the EOI, which catches data that
         runs out *inside* the last MCU too: OpenSlide's "premature end of data segment" in every case
         measured, at twice the decode cost.  ``"none"``: decode only.
+    source : ByteSource or None
+        Where the bytes come from (the reader owns and closes it); ``None``: the local file ``path``.
+        A remote source (:class:`wsistream.storage.RemoteByteSource`) gets every missing tile of a
+        :meth:`read` in one :meth:`ByteSource.read_ranges` call, which it coalesces.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class JpegTileReader:
         cache: TileCache | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         verify: Literal["structure", "strict", "none"] = "structure",
+        source: ByteSource | None = None,
     ) -> None:
         if len(levels) != len(level_downsamples):
             raise ValueError("one downsample per level is needed")
@@ -114,9 +121,7 @@ class JpegTileReader:
         self._cache_bytes = int(cache_bytes) if cache is None else cache.capacity_bytes
         self._cache = TileCache(cache_bytes) if cache is None else cache
         self._token = next(_tokens)
-        self._fd: int | None = None
-        self._pid: int | None = None
-        self._fh = None  # file object where os.pread does not exist
+        self._source = source if source is not None else LocalFileSource(self.path)
         self._closed = False
         #: Tiles decoded by this reader (cache misses), for benchmarks.
         self.tiles_decoded = 0
@@ -133,14 +138,16 @@ class JpegTileReader:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         allow_ycbcr: bool = True,
         verify: Literal["structure", "strict", "none"] = "structure",
+        source: ByteSource | None = None,
     ) -> JpegTileReader | None:
         """A reader for ``path`` if every level is a tiled JPEG page it decodes exactly, else ``None``.
 
         Never raises.  ``level_dimensions`` / ``level_downsamples`` are the slide library's view of
-        the pyramid; each level must be exactly one tiled TIFF page of the same size.
+        the pyramid; each level must be exactly one tiled TIFF page of the same size.  ``source``
+        (owned by the reader when accepted) replaces the local file.
         """
         try:
-            plan = _plan_levels(os.fspath(path), level_dimensions, allow_ycbcr=allow_ycbcr)
+            plan = _plan_levels(os.fspath(path), level_dimensions, allow_ycbcr=allow_ycbcr, source=source)
             if isinstance(plan, str) or len(level_downsamples) != len(plan):
                 return None
             reader = cls(
@@ -150,9 +157,12 @@ class JpegTileReader:
                 cache=cache,
                 cache_bytes=cache_bytes,
                 verify=verify,
+                source=source,
             )
-            reader._file()  # fail here, not on the first read, if the file cannot be opened
+            reader._read_bytes(0, 4)  # fail here, not on the first read, if the file cannot be read
             return reader
+        except WsiStreamError:  # a remote source that failed after its retries: not a refusal
+            raise
         except Exception:
             return None
 
@@ -165,30 +175,10 @@ class JpegTileReader:
         return plan if isinstance(plan, str) else None
 
     # -- file access ----------------------------------------------------------------------------
-    def _file(self) -> int:
-        """The slide file's descriptor for this process (reopened after a fork)."""
+    def _read_bytes(self, offset: int, count: int) -> bytes:
         if self._closed:
             raise ValueError(f"{self.path}: JpegTileReader is closed")
-        pid = os.getpid()
-        if self._fd is None or self._pid != pid:
-            # In a forked child the inherited descriptor is left alone (the child may already have
-            # closed it and reused the number); a fresh one shares no state with the parent.
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            self._pid = pid
-            if not hasattr(os, "pread"):
-                self._fh = os.fdopen(self._fd, "rb", buffering=0, closefd=False)
-        return self._fd
-
-    def _read_bytes(self, offset: int, count: int) -> bytes:
-        fd = self._file()
-        if self._fh is None:
-            data = os.pread(fd, count, offset)
-        else:
-            self._fh.seek(offset)
-            data = self._fh.read(count)
-        if len(data) != count:
-            raise JpegTileError(f"short read: {len(data)} of {count} bytes at offset {offset}")
-        return data
+        return self._source.read(offset, count)
 
     def raw_tile(self, level: int, col: int, row: int) -> bytes:
         """The stored (possibly abbreviated) JPEG stream of one tile."""
@@ -226,17 +216,22 @@ class JpegTileReader:
                 raise JpegTileError("corrupt JPEG data: premature end of data segment")
         return tile
 
-    def tile(self, level: int, col: int, row: int) -> np.ndarray:
-        """Decoded tile (cropped to the image at the right/bottom border), read-only, through the cache."""
+    def tile(self, level: int, col: int, row: int, data: bytes | None = None) -> np.ndarray:
+        """Decoded tile (cropped to the image at the right/bottom border), read-only, through the cache.
+
+        ``data``: the tile's stored bytes when the caller already fetched them (:meth:`read`).
+        """
         key = (self._token, level, col, row)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         lv = self.levels[level]
         try:
-            tile = self.decode_raw(level, self.raw_tile(level, col, row))
+            tile = self.decode_raw(level, self.raw_tile(level, col, row) if data is None else data)
         except JpegTileError as exc:
             raise JpegTileError(f"level {level} tile ({col}, {row}) of {self.path}: {exc}") from None
+        except WsiStreamError:
+            raise
         except RuntimeError as exc:  # imagecodecs.Jpeg8Error and friends
             raise JpegTileError(
                 f"level {level} tile ({col}, {row}) of {self.path}: {type(exc).__name__}: {exc}"
@@ -249,6 +244,35 @@ class JpegTileReader:
         self._cache.put(key, tile)
         tile.flags.writeable = False
         return tile
+
+    def _fetch_missing(self, level: int, cols: range, rows: range) -> dict[tuple[int, int], bytes]:
+        """Stored bytes of the tiles of ``cols × rows`` not in the cache, in one batched read."""
+        lv = self.levels[level]
+        missing = [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
+        if not missing:
+            return {}
+        index = [r * lv.tiles_across + c for c, r in missing]
+        ranges = [(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index]
+        if self._closed:
+            raise ValueError(f"{self.path}: JpegTileReader is closed")
+        return dict(zip(missing, self._source.read_ranges(ranges), strict=True))
+
+    @property
+    def can_prefetch(self) -> bool:
+        """Whether :meth:`prefetch` does anything (a source with background reads: remote storage)."""
+        return hasattr(self._source, "prefetch_ranges")
+
+    def prefetch(self, level: int, x: int, y: int, width: int, height: int) -> None:
+        """Start fetching the uncached tiles of a later :meth:`read` (sources that can; else nothing)."""
+        start = getattr(self._source, "prefetch_ranges", None)
+        lv = self.levels[level]
+        if start is None or self._closed or x < 0 or y < 0 or x + width > lv.width or y + height > lv.height:
+            return
+        tw, th = lv.tile_width, lv.tile_height
+        cols, rows = range(x // tw, (x + width - 1) // tw + 1), range(y // th, (y + height - 1) // th + 1)
+        missing = [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
+        index = [r * lv.tiles_across + c for c, r in missing]
+        start([(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index])
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Pixels ``[y, y + height) × [x, x + width)`` of ``level`` (level pixels, inside the level).
@@ -263,13 +287,16 @@ class JpegTileReader:
             )
         tw, th = lv.tile_width, lv.tile_height
         out = np.empty((height, width, 3), np.uint8)
-        for row in range(y // th, (y + height - 1) // th + 1):
+        cols, rows = range(x // tw, (x + width - 1) // tw + 1), range(y // th, (y + height - 1) // th + 1)
+        fetched = self._fetch_missing(level, cols, rows)
+        for row in rows:
             ty = row * th
             y0, y1 = max(y, ty), min(y + height, ty + th)
-            for col in range(x // tw, (x + width - 1) // tw + 1):
+            for col in cols:
                 tx = col * tw
                 x0, x1 = max(x, tx), min(x + width, tx + tw)
-                out[y0 - y : y1 - y, x0 - x : x1 - x] = self.tile(level, col, row)[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+                tile = self.tile(level, col, row, fetched.get((col, row)))
+                out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
         return out
 
     def level_origin(self, level: int, x0: int, y0: int, width: int, height: int) -> tuple[int, int]:
@@ -301,12 +328,7 @@ class JpegTileReader:
         if self._closed:
             return
         self._closed = True
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
+        self._source.close()
         if self._private_cache:
             self._cache.clear()
         else:
@@ -318,18 +340,9 @@ class JpegTileReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            if self._fd is not None and self._pid == os.getpid() and not self._closed:
-                if self._fh is not None:
-                    self._fh.close()
-                os.close(self._fd)
-        except Exception:
-            pass
-
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_fd=None, _pid=None, _fh=None, _cache=None, tiles_decoded=0)
+        state.update(_cache=None, tiles_decoded=0)
         return state
 
     def __setstate__(self, state: dict) -> None:

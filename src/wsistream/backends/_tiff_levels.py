@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsistream.backends._byte_source import ByteSource
 from wsistream.backends._jpeg_check import _restart_interval_of
+from wsistream.errors import WsiStreamError
 
 _COMPRESSION_JPEG = 7  # "new-style" JPEG (TIFF Technical Note 2); 6 (old-style) is refused
 _PHOTOMETRIC_RGB = 2
@@ -42,18 +44,24 @@ class TiffJpegLevel:
 
 
 def _plan_levels(
-    path: str, level_dimensions: Sequence[tuple[int, int]], *, allow_ycbcr: bool
+    path: str, level_dimensions: Sequence[tuple[int, int]], *, allow_ycbcr: bool, source: ByteSource | None = None
 ) -> list[TiffJpegLevel] | str:
-    """The TIFF page of every level, or the reason the fast path cannot serve ``path``."""
+    """The TIFF page of every level, or the reason the fast path cannot serve ``path``.
+
+    ``source``: read the TIFF directories from it instead of the local file ``path`` (a URL).
+    """
     import tifffile
 
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
+        if source is None:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+            file_size = os.path.getsize(path)
+        else:
+            magic, file_size = source.read(0, min(4, source.size)), source.size
         if magic not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return "not a TIFF file"
-        file_size = os.path.getsize(path)
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(path if source is None else source.file()) as tif:
             odd = set(tif.flags) - _PLAIN_FLAGS
             if odd:
                 return f"tifffile identifies a {'/'.join(sorted(odd))} layout"
@@ -77,6 +85,8 @@ def _plan_levels(
             if not levels:
                 return "no levels"
             return levels
+    except WsiStreamError:  # a remote source that failed after its retries is an error, not a refusal
+        raise
     except Exception as exc:  # anything unreadable is simply not served by the fast path
         return f"cannot inspect it with tifffile ({type(exc).__name__}: {exc})"
 

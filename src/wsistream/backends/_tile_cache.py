@@ -49,6 +49,10 @@ class TileCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is stored (no hit/miss counted, recency unchanged)."""
+        return key in self._items
+
     def get(self, key: Hashable) -> np.ndarray | None:
         """The tile stored under ``key`` (now most recently used), or ``None``."""
         with self._lock:

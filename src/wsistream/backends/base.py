@@ -24,6 +24,7 @@ import numpy as np
 from wsistream.backends._jpeg_tiles import JpegTileReader, TileCache
 from wsistream.backends._ome import ome_mpp
 from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
+from wsistream.storage.urls import is_url
 from wsistream.types import SlideProperties
 
 #: Plausible level-0 µm/px for a brightfield/fluorescence WSI scan.  Values
@@ -125,6 +126,22 @@ class SlideHandle(ABC):
         self._fast = JpegTileReader.try_open(
             self.slide_path, props.level_dimensions, props.level_downsamples, cache=cache
         )
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether :meth:`prefetch_region` does anything (direct JPEG path over a remote source)."""
+        return self._fast is not None and self._fast.can_prefetch
+
+    def prefetch_region(self, x0: int, y0: int, level: int, size: tuple[int, int]) -> None:
+        """Start fetching the tiles of a later ``read_region(x0, y0, level, size)``; never raises for data.
+
+        Network latency then overlaps the decoding of other patches (the stream calls it for each
+        slot's next position); a failed prefetch is fetched again, and reported, by the read.
+        """
+        fast = self._fast
+        if fast is not None:
+            lx, ly = fast.level_origin(level, x0, y0, int(size[0]), int(size[1]))
+            fast.prefetch(level, lx, ly, int(size[0]), int(size[1]))
 
     @property
     def uses_fast_tiles(self) -> bool:
@@ -260,6 +277,8 @@ class SlideBackend(ABC):
     name: ClassVar[str]
     #: Python module the backend needs; checked in :meth:`is_available`.
     requires: ClassVar[str]
+    #: Whether ``s3://`` / ``gs://`` / ``https://`` slides can be opened (:mod:`wsistream.storage`).
+    reads_urls: ClassVar[bool] = False
 
     @classmethod
     def is_available(cls) -> bool:
@@ -276,16 +295,27 @@ class SlideBackend(ABC):
         SlideNotFoundError
             The file does not exist.
         SlideOpenError
-            The backend cannot open it (the cause is chained).
+            The backend cannot open it (the cause is chained), or it is a URL and the backend reads
+            local files only.
+        RemoteStorageError
+            A URL's storage failed after the bounded retries (subclasses: not found, access denied,
+            changed while read).
         """
         path = os.fspath(slide_path)
-        if not os.path.exists(path):
+        if is_url(path):
+            if not self.reads_urls:
+                raise SlideOpenError(
+                    path,
+                    f"{self.name} reads local files only; pass backend=TiffSlideBackend() to stream URLs "
+                    "(docs/storage.md), or copy the slide to local disk",
+                )
+        elif not os.path.exists(path):
             raise SlideNotFoundError(path, "file does not exist")
-        if os.path.isdir(path):
+        elif os.path.isdir(path):
             raise SlideOpenError(path, "is a directory, not a slide file")
-        if os.path.getsize(path) == 0:
+        elif os.path.getsize(path) == 0:
             raise SlideOpenError(path, "file is empty (0 bytes)")
-        if not os.access(path, os.R_OK):
+        elif not os.access(path, os.R_OK):
             raise SlideOpenError(path, "permission denied: the file is not readable by this process")
         try:
             return self._open(path)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from wsistream.backends._jpeg_tiles import shared_tile_cache
 from wsistream.backends.base import SlideBackend, SlideHandle, properties_from
+from wsistream.storage.urls import is_url
+
+if TYPE_CHECKING:
+    from wsistream.storage.config import StorageConfig
 
 
 class _TiffSlideHandle(SlideHandle):
@@ -38,31 +43,33 @@ class TiffSlideBackend(SlideBackend):
         Decode the JPEG tiles of Aperio SVS and generic tiled JPEG TIFF directly
         (:mod:`wsistream.backends._jpeg_tiles`, pixels identical to OpenSlide's) through a
         per-process 64 MiB decoded-tile cache; other files are read by TiffSlide.  Default True.
+        Over a URL the same decoder reads the tiles with coalesced ranged requests.
+    storage : StorageConfig, optional
+        How ``s3://``, ``gs://`` and ``https://`` slides are reached (fsspec options, timeouts,
+        retries, caches); ``None``: defaults, credentials from the environment (``docs/storage.md``).
     """
 
     name: ClassVar[str] = "tiffslide"
     requires: ClassVar[str] = "tiffslide"
+    reads_urls: ClassVar[bool] = True
     fast_tiles: bool = True
+    storage: StorageConfig | None = None
 
     def _open(self, slide_path: str) -> SlideHandle:
         import tiffslide
 
+        if is_url(slide_path):
+            from wsistream.storage.config import StorageConfig
+            from wsistream.storage.slide import open_remote
+
+            storage = self.storage if self.storage is not None else StorageConfig()
+            return open_remote(slide_path, storage, fast_tiles=self.fast_tiles, probe=_probe_smallest_level)
         ts = tiffslide.TiffSlide(slide_path)
-        # TiffSlide opens files whose compression it cannot decode at all (OpenSlide
-        # refuses them at open).  Probe the smallest level: a format-level refusal
-        # (unknown compression -> ValueError/NotImplementedError) is an open error,
-        # as with OpenSlide; a codec error in the tile data (RuntimeError subclasses
-        # such as imagecodecs.Jpeg8Error) is left to surface as a TileDecodeError
-        # on the region that holds it.
         try:
-            level = ts.level_count - 1
-            w, h = ts.level_dimensions[level]
-            ts.read_region((0, 0), level, (min(w, 16), min(h, 16)), as_array=True)
-        except (ValueError, NotImplementedError, KeyError):
+            _probe_smallest_level(ts)
+        except BaseException:
             ts.close()
             raise
-        except RuntimeError:
-            pass
         try:
             handle = _TiffSlideHandle(slide_path, ts)
         except BaseException:
@@ -71,3 +78,18 @@ class TiffSlideBackend(SlideBackend):
         if self.fast_tiles:
             handle.enable_fast_tiles(shared_tile_cache())
         return handle
+
+
+def _probe_smallest_level(ts: Any) -> None:
+    """Raise if TiffSlide cannot decode this file's compression at all.
+
+    TiffSlide opens files whose compression it cannot decode at all (OpenSlide refuses them at
+    open).  Probe the smallest level: a format-level refusal (unknown compression ->
+    ValueError/NotImplementedError) is an open error, as with OpenSlide; a codec error in the tile
+    data (RuntimeError subclasses such as imagecodecs.Jpeg8Error) is left to surface as a
+    TileDecodeError on the region that holds it.
+    """
+    level = ts.level_count - 1
+    w, h = ts.level_dimensions[level]
+    with contextlib.suppress(RuntimeError):
+        ts.read_region((0, 0), level, (min(w, 16), min(h, 16)), as_array=True)

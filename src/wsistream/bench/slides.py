@@ -34,14 +34,23 @@ def bench_slides(cache_dir: Path | None = None, *, quick: bool = False) -> Bench
     root.mkdir(parents=True, exist_ok=True)
     big = (8000, 6000) if quick else (40000, 30000)
     mid = (4000, 3000) if quick else (20000, 15000)
-    pool = (2000, 2000) if quick else (8000, 8000)
     (s40,) = write_synthetic_cohort(
         root, 1, width=big[0], height=big[1], mpp=0.252, app_mag=40, downsamples=(1, 4, 16), seed=40
     )
     (s20,) = write_synthetic_cohort(
         root, 1, width=mid[0], height=mid[1], mpp=0.5, app_mag=20, downsamples=(1, 4, 16), seed=20
     )
-    pool_paths = write_synthetic_cohort(
-        root, 8, width=pool[0], height=pool[1], mpp=0.5, app_mag=20, downsamples=(1, 4, 16), seed=8
+    return BenchSlides(str(s40), str(s20), pool_20x_slides(root, quick=quick))
+
+
+def pool_20x_slides(cache_dir: Path | None = None, *, quick: bool = False) -> list[str]:
+    """Only the pool of 8 distinct 8000×8000 20x slides (2000×2000 with ``quick``) of :func:`bench_slides`."""
+    from wsistream.synthetic import write_synthetic_cohort
+
+    root = Path(cache_dir or default_cache_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    side = 2000 if quick else 8000
+    paths = write_synthetic_cohort(
+        root, 8, width=side, height=side, mpp=0.5, app_mag=20, downsamples=(1, 4, 16), seed=8
     )
-    return BenchSlides(str(s40), str(s20), [str(p) for p in pool_paths])
+    return [str(p) for p in paths]

@@ -102,7 +102,7 @@ def recipes_docs(out: Path = typer.Option(None, help="Write here instead of stdo
 
 @app.command()
 def preview(
-    slides: list[Path],
+    slides: list[str] = typer.Argument(help="Slide files or s3:// gs:// https:// URLs."),
     recipe: str = typer.Option("phikon-v2", help="Recipe whose stream is previewed."),
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="PNG to write."),
     n_patches: int = typer.Option(12, help="Patches to draw (per slide with --sheet)."),
@@ -112,9 +112,14 @@ def preview(
     """Overview + tissue mask + sampled patch boxes + the patches, as the recipe streams them."""
     from wsistream.qc import preview_sheet, preview_slide
     from wsistream.recipes import build_pipeline
+    from wsistream.storage import is_url
 
-    kwargs = {"views": views} if recipe != "phikon" else {}
-    pipeline = build_pipeline(recipe, [str(s) for s in slides], **kwargs)
+    kwargs: dict = {"views": views} if recipe != "phikon" else {}
+    if any(is_url(s) for s in slides):
+        from wsistream.backends import TiffSlideBackend
+
+        kwargs["backend"] = TiffSlideBackend()  # OpenSlide reads local files only (docs/storage.md)
+    pipeline = build_pipeline(recipe, list(slides), **kwargs)
     if sheet or len(slides) > 1:
         png, status = preview_sheet(
             pipeline, [str(s) for s in slides], out, n_patches=min(n_patches, 6), title=f"recipe {recipe}"
@@ -144,9 +149,25 @@ def bench(
         None, help="Interleaved runs of the 20x-pool rows, the best kept (default 3; 1 with --quick)."
     ),
     compare: Path = typer.Option(None, help="An earlier run's JSON: print its values and now/then per row."),
+    remote: bool = typer.Option(
+        False, "--remote", help="The 20x pool from a loopback S3 server (needs moto[server]) beside local files."
+    ),
+    latency_ms: float = typer.Option(20.0, help="With --remote: latency added to every request."),
 ) -> None:
     """Decode ceiling, raw OpenSlide loop and our pipeline, side by side on the same slides."""
     import json
+
+    if remote:
+        from wsistream.bench.remote import run_remote_bench
+
+        rows = run_remote_bench(cache_dir, quick=quick, latency_s=latency_ms / 1000, loader=loader)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"remote": True, "latency_ms": latency_ms, "quick": quick, "rows": rows}, indent=2))
+        for row in rows:
+            extra = {k: v for k, v in row.items() if k not in ("workload", "row", "value", "unit")}
+            typer.echo(f"{row['row']:42s} {row['value']:>12} {row['unit']:10s} {extra or ''}")
+        typer.echo(f"\nJSON: {out}")
+        return
 
     from wsistream.bench import format_table, run_bench
 

@@ -6,6 +6,12 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsistream.storage.urls import expand_url, is_url
+
+if TYPE_CHECKING:
+    from wsistream.storage.config import StorageConfig
 
 #: File extensions collected when a directory is given.
 SLIDE_EXTENSIONS = (
@@ -23,14 +29,24 @@ SLIDE_EXTENSIONS = (
 )
 
 
-def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+def resolve_slide_paths(
+    slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], storage: StorageConfig | None = None
+) -> list[str]:
     """Expand a directory, a glob, a text file of paths (``.txt``/``.lst``), one file, or a list.
 
     Directories are searched recursively for :data:`SLIDE_EXTENSIONS`;
     results are sorted so the stream order never depends on the filesystem.
     Paths that do not exist are kept: opening them records a
     ``SlideNotFoundError`` in the stream instead of silently dropping them.
+
+    URLs (``s3://bucket/prefix/``, ``s3://bucket/*/x*.svs``, ``gs://...``, ``https://...``) are
+    expanded the same way by :func:`wsistream.storage.expand_url` through ``storage`` (default:
+    credentials from the environment); a list file (local or remote) may mix local paths and URLs.
     """
+    if isinstance(slide_paths, str) and is_url(slide_paths):
+        from wsistream.storage.config import StorageConfig
+
+        return expand_url(slide_paths, storage or StorageConfig(), SLIDE_EXTENSIONS)
     if isinstance(slide_paths, (str, os.PathLike)):
         text = os.fspath(slide_paths)
         path = Path(text)

@@ -28,6 +28,7 @@ from wsistream.sampling.base import PatchSampler, Position
 from wsistream.sampling.grid import GridSampler
 from wsistream.sampling.plan import ReadPlan, plan_read
 from wsistream.sampling.random import RandomSampler
+from wsistream.storage.urls import is_url
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
 from wsistream.types import FailureRecord, PatchResult, SlideMetadata, SlideProperties
@@ -74,7 +75,9 @@ class PatchPipeline:
     Parameters
     ----------
     slide_paths
-        A directory (searched recursively), a glob, a ``.txt`` list, one file, or a list of paths.
+        A directory (searched recursively), a glob, a ``.txt`` list, one file, or a list of paths;
+        or ``s3://`` / ``gs://`` / ``https://`` URLs of the same kinds, read with
+        ``backend=TiffSlideBackend(storage=...)`` (``docs/storage.md``).
     backend : SlideBackend
         Slide reader factory. Default :class:`~wsistream.backends.OpenSlideBackend`.
     tissue_detector : TissueDetector
@@ -199,6 +202,11 @@ class PatchPipeline:
                 )
         if not self.slide_list:
             raise ValueError(f"slide_paths={self.slide_paths!r} contains no slide; pass files, a folder or a glob")
+        if not self.backend.reads_urls and any(is_url(p) for p in self.slide_list):
+            raise ValueError(
+                f"slide_paths has URLs ({next(p for p in self.slide_list if is_url(p))}) and backend="
+                f"{self.backend!r} reads local files only; pass backend=TiffSlideBackend() (docs/storage.md)"
+            )
         self._views, self._planner = prepare_views(self.views, self.view_rendering, self.sampler.patch_size)
         self._mask_cache = process_mask_cache(self.tissue_mask_cache_size)
         self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
@@ -226,7 +234,7 @@ class PatchPipeline:
     @cached_property
     def slide_list(self) -> list[str]:
         """The resolved, ordered list of slide files."""
-        return resolve_slide_paths(self.slide_paths)
+        return resolve_slide_paths(self.slide_paths, getattr(self.backend, "storage", None))
 
     @property
     def max_overview_side(self) -> int:

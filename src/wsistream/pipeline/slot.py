@@ -39,6 +39,9 @@ class Slot:
     positions: Iterator[Position]
     _view_plans: dict[float, ReadPlan] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.positions = _Lookahead(self.positions)
+
     @property
     def slide_path(self) -> str:
         """The slide file."""
@@ -61,6 +64,17 @@ class Slot:
             image.thumbnail((plan.patch_size, plan.patch_size), Image.Resampling.LANCZOS)
             return np.array(image)
         return cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
+
+    def prefetch_next(self) -> None:
+        """Start fetching the next position's tiles (remote slides only; the sequence is unchanged)."""
+        if not self.handle.prefetches:
+            return
+        position = self.positions.peek()
+        if position is None:
+            return
+        plan = position.plan or self.plan
+        x0, y0 = plan.snap(position.x0, position.y0, self.metadata.properties.level_dimensions[plan.level])
+        self.handle.prefetch_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
 
     def coordinate(self, x0: int, y0: int, plan: ReadPlan) -> PatchCoordinate:
         """The coordinate record of a read."""
@@ -94,3 +108,31 @@ class Slot:
     def close(self) -> None:
         """Close the slide file."""
         self.handle.close()
+
+
+class _Lookahead(Iterator[Position]):
+    """An iterator that can show its next item without consuming it (an error is kept for ``next``)."""
+
+    def __init__(self, items: Iterator[Position]) -> None:
+        self._items = items
+        self._buffered: list[Position] = []
+        self._error: BaseException | None = None
+
+    def peek(self) -> Position | None:
+        """The next item, or ``None`` at the end or when drawing it raised (``next`` re-raises)."""
+        if not self._buffered and self._error is None:
+            try:
+                self._buffered.append(next(self._items))
+            except StopIteration:
+                return None
+            except Exception as exc:
+                self._error = exc
+        return self._buffered[0] if self._buffered else None
+
+    def __next__(self) -> Position:
+        if self._buffered:
+            return self._buffered.pop()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return next(self._items)

@@ -8,6 +8,7 @@ is small and :meth:`PatchPipeline.resume` continues the exact same stream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -232,6 +233,9 @@ class PatchStream(Iterator[PatchResult]):
                 self.dead.add(c.slide_index)
             self._retire(slot)
             return None
+        if slot.handle.prefetches and not (p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide):
+            with contextlib.suppress(WsiStreamError):  # the read that needs the tiles reports any failure
+                slot.prefetch_next()  # remote slides: the next visit's tiles arrive while others decode
         if p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide:
             self._retire(slot)
         elif c.read_errors >= p.max_read_errors:

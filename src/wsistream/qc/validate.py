@@ -23,6 +23,8 @@ import typer
 from wsistream.pipeline import PatchPipeline, resolve_slide_paths
 from wsistream.qc._check import PROBLEM_KEYS, ROW_KEYS, validate_slide
 from wsistream.qc._pool import ResultCallback, build_from_spec, check_one, run_pool
+from wsistream.storage.config import StorageConfig
+from wsistream.storage.urls import is_url
 
 __all__ = [
     "PROBLEM_KEYS",
@@ -38,12 +40,17 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def resolve_inputs(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Expand each input (file, folder, glob, ``.txt``/``.lst`` list) and concatenate, without duplicates."""
+def resolve_inputs(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], storage: StorageConfig | None = None
+) -> list[str]:
+    """Expand each input (file, folder, glob, ``.txt``/``.lst`` list, or such a URL); concatenate, no duplicates.
+
+    ``storage`` reaches URL prefixes (default: credentials and fsspec options from the environment).
+    """
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     out: dict[str, None] = {}
     for item in items:
-        for path in resolve_slide_paths(item):
+        for path in resolve_slide_paths(item, storage):
             out.setdefault(path, None)
     return list(out)
 
@@ -92,11 +99,11 @@ def validate_cohort(
     ValueError
         Unknown recipe, or no slide in ``paths``.
     """
-    slides = resolve_inputs(paths)
-    if not slides:
-        raise ValueError(f"no slide matched {paths!r}; pass files, folders, globs or a .txt list")
     spec: Any = recipe if isinstance(recipe, PatchPipeline) else (recipe, dict(recipe_kwargs or {}))
     pipeline, name = build_from_spec(spec)  # fails here, once, for an unknown recipe or bad kwargs
+    slides = resolve_inputs(paths, getattr(pipeline.backend, "storage", None))
+    if not slides:
+        raise ValueError(f"no slide matched {paths!r}; pass files, folders, globs or a .txt list")
     n_workers = default_workers(len(slides)) if workers is None else workers
     if n_workers <= 0:
         rows = []
@@ -292,6 +299,10 @@ def validate(
     if not paths:
         typer.echo(f"no slide matched {' '.join(slides)}", err=True)
         raise typer.Exit(2)
+    if backend is None and any(is_url(p) for p in paths):
+        from wsistream.backends import TiffSlideBackend
+
+        kwargs["backend"] = TiffSlideBackend()  # OpenSlide reads local files only (docs/storage.md)
     try:
         with _Progress(len(paths), progress) as bar:
             rows = validate_cohort(

@@ -1,0 +1,120 @@
+"""``wsistream bench --remote``: the 20x pool from a loopback S3 server with added latency, beside local files.
+
+The 8 pool slides of :func:`~wsistream.bench.slides.bench_slides` are uploaded to moto's S3 server
+(``moto[server]``) on 127.0.0.1; a :class:`~wsistream.storage.loopback.FaultProxy` in front adds
+``latency_s`` to every request.  The same Phikon-v2 pipeline (TiffSlide backend, direct JPEG path)
+streams the local files and the URLs; rows give the remote/local ratios, time to the first patch
+(cold: empty directory cache; warm: cache filled), and requests / bytes per patch once the pool is
+open, with bytes compared to the JPEG bytes of the tiles each patch covers.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wsistream.backends import TiffSlideBackend
+from wsistream.backends._jpeg_tiles import JpegTileReader
+from wsistream.bench.slides import pool_20x_slides
+from wsistream.bench.workloads import rate
+from wsistream.pipeline import PatchPipeline
+from wsistream.recipes import build_pipeline
+from wsistream.storage import StorageConfig
+from wsistream.storage.loopback import FaultProxy, LoopbackS3, s3_options
+
+
+def _stream(make: Callable[[], PatchPipeline], n: int, proxy: FaultProxy | None) -> dict[str, Any]:
+    """Rate, time to first patch, and the proxy's requests/bytes after the first patch."""
+    pipeline = make()
+    t0 = time.perf_counter()
+    stream = iter(pipeline)
+    results = [next(stream)]
+    first = time.perf_counter() - t0
+    req0, bytes0 = (proxy.ranged_requests, proxy.bytes_sent) if proxy else (0, 0)
+    results += list(itertools.islice(stream, n - 1))
+    elapsed = time.perf_counter() - t0
+    stream.close()
+    out = {"rate": rate(len(results), elapsed), "first_s": first, "results": results}
+    if proxy is not None:
+        steady = max(1, len(results) - 1)
+        out["requests_per_patch"] = (proxy.ranged_requests - req0) / steady
+        out["bytes_per_patch"] = (proxy.bytes_sent - bytes0) / steady
+    return out
+
+
+def _covered_jpeg_bytes(results: list, local_of: dict[str, str]) -> float:
+    """Mean stored JPEG bytes of the tiles each patch's read region covers (from the local files)."""
+    readers: dict[str, JpegTileReader] = {}
+    total = 0
+    for r in results:
+        c = r.coordinate
+        path = local_of[c.slide_path]
+        if path not in readers:
+            backend = TiffSlideBackend()
+            with backend.open(path) as handle:
+                props = handle.properties
+            reader = JpegTileReader.try_open(path, props.level_dimensions, props.level_downsamples)
+            assert reader is not None, f"{path}: the bench pool must be served by the direct JPEG path"
+            readers[path] = reader
+        lv = readers[path].levels[c.level]
+        lx, ly = round(c.x0 / c.level_downsample), round(c.y0 / c.level_downsample)
+        for row in range(ly // lv.tile_height, min(lv.tiles_down, (ly + c.read_size - 1) // lv.tile_height + 1)):
+            for col in range(lx // lv.tile_width, min(lv.tiles_across, (lx + c.read_size - 1) // lv.tile_width + 1)):
+                total += int(lv.bytecounts[row * lv.tiles_across + col])
+    for reader in readers.values():
+        reader.close()
+    return total / max(1, len(results))
+
+
+def run_remote_bench(
+    cache_dir: Path | None = None, *, quick: bool = False, latency_s: float = 0.02, loader: bool = True
+) -> list[dict[str, Any]]:
+    """The remote rows (see the module docstring); one process, then 2 DataLoader workers."""
+    pool = pool_20x_slides(cache_dir, quick=quick)
+    n = 200 if quick else 800
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: float, unit: str, **extra: Any) -> None:
+        rows.append({"workload": f"remote 20x pool, +{latency_s * 1000:.0f} ms", "row": name,
+                     "value": round(value, 3), "unit": unit, **extra})  # fmt: skip
+
+    # moto in a child process: its CPU does not share the measured process's GIL (the proxy is light)
+    with (
+        LoopbackS3(in_process=False) as s3,
+        FaultProxy(s3.endpoint_url, latency_s=latency_s) as proxy,
+        tempfile.TemporaryDirectory(prefix="wsistream-ifd-") as ifd_cache,
+    ):
+        urls = s3.upload(pool, prefix="pool/")
+        storage = StorageConfig(options=s3_options(proxy.endpoint_url), cache_dir=ifd_cache)
+        local = functools.partial(build_pipeline, "phikon-v2", pool, cycle=False, backend=TiffSlideBackend())
+        remote = functools.partial(
+            build_pipeline, "phikon-v2", urls, cycle=False, backend=TiffSlideBackend(storage=storage)
+        )
+        cold = _stream(remote, n, proxy)  # empty directory cache: every open walks the IFDs
+        here = _stream(local, n, None)
+        warm = _stream(remote, n, proxy)
+        add("local files, 1 process", here["rate"], "patches/s")
+        ratio = round(warm["rate"] / here["rate"], 3)
+        add("S3, 1 process (directory cache warm)", warm["rate"], "patches/s", ratio=ratio)
+        add("S3, 1 process (cold: IFD walks)", cold["rate"], "patches/s", ratio=round(cold["rate"] / here["rate"], 3))
+        add("time to first patch, S3 cold", cold["first_s"], "s", local_s=round(here["first_s"], 3))
+        add("time to first patch, S3 warm", warm["first_s"], "s")
+        add("requests per patch (pool open)", warm["requests_per_patch"], "requests")
+        covered = _covered_jpeg_bytes(warm["results"], dict(zip(urls, pool, strict=True)))
+        add("bytes per patch (pool open)", warm["bytes_per_patch"], "bytes", covered_jpeg_bytes=round(covered),
+            ratio=round(warm["bytes_per_patch"] / covered, 3))  # fmt: skip
+        if loader:
+            from wsistream.torch import benchmark_throughput
+
+            rates = {}
+            for name, factory in (("local", local), ("S3", remote)):
+                result = benchmark_throughput(factory, num_workers=2, n_batches=10 if quick else 25, batch_size=32)
+                rates[name] = result["patches_per_s"]
+            add("local files, 2 DataLoader workers", rates["local"], "patches/s")
+            add("S3, 2 DataLoader workers", rates["S3"], "patches/s", ratio=round(rates["S3"] / rates["local"], 3))
+    return rows

@@ -1,0 +1,113 @@
+"""How slides in object storage are reached: fsspec options, timeouts, retries, caches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsistream.storage.urls import protocol_of
+
+#: Default location of the directory cache (``$WSISTREAM_CACHE_DIR/remote`` when set).
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wsistream", "remote")
+
+
+@dataclass(frozen=True, repr=False)
+class StorageConfig:
+    """Settings for reading ``s3://``, ``gs://`` and ``https://`` slides; picklable (travels to workers).
+
+    Parameters
+    ----------
+    options : mapping
+        fsspec storage options per protocol, e.g. ``{"s3": {"endpoint_url": ..., "key": ..., "secret": ...}}``.
+        They are passed to ``fsspec.filesystem`` and never logged (``repr`` shows only the option names).
+        Unset options come from the usual places: ``AWS_*`` variables / ``~/.aws`` for S3, fsspec's
+        ``FSSPEC_S3_ENDPOINT_URL``-style variables, application-default credentials for ``gs://``.
+    timeout_s : float
+        Wall-clock limit of one request (connect + read); a request past it counts as a failed attempt.
+    retries : int
+        Attempts after the first for a request that timed out, was reset, got a 5xx or a truncated
+        body.  403/404 and an ETag change are not retried.
+    backoff_s : float
+        Wait before retry ``k`` is ``backoff_s * 2**k`` (exponential backoff, as botocore's).
+    cache_dir : str, optional
+        Where the TIFF directory cache lives (``None``: ``$WSISTREAM_CACHE_DIR/remote`` or
+        :data:`DEFAULT_CACHE_DIR`); ``""`` disables it.
+    block_bytes : int
+        Reads smaller than this (TIFF headers, directories, tag arrays) are served from aligned blocks
+        of this size, so an IFD walk costs a few requests instead of hundreds.
+    byte_cache_bytes : int
+        Capacity of each slide's LRU of such blocks.
+    coalesce_gap_bytes : int
+        Tile ranges of one read whose gap is at most this many bytes are fetched in one request
+        (the gap is read and thrown away).  Tiles of one row of a TIFF tile grid are adjacent.
+    max_concurrency : int
+        Requests of one batched read sent at once (the rows of a patch), so their latency overlaps.
+    """
+
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    timeout_s: float = 20.0
+    retries: int = 3
+    backoff_s: float = 0.2
+    cache_dir: str | None = None
+    block_bytes: int = 256 * 1024
+    byte_cache_bytes: int = 16 * 1024 * 1024
+    coalesce_gap_bytes: int = 16 * 1024
+    max_concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping) or not all(isinstance(v, Mapping) for v in self.options.values()):
+            raise ValueError('options must map a protocol to its fsspec options, e.g. {"s3": {"endpoint_url": ...}}')
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
+        if self.retries < 0 or self.backoff_s < 0:
+            raise ValueError(f"retries and backoff_s must be >= 0, got {self.retries} and {self.backoff_s}")
+        for name in ("block_bytes", "max_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("byte_cache_bytes", "coalesce_gap_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
+
+    def __repr__(self) -> str:  # credentials never reach a log line or a failure record
+        names = {proto: sorted(opts) for proto, opts in self.options.items()}
+        return (
+            f"StorageConfig(options={names} (values hidden), timeout_s={self.timeout_s}, retries={self.retries}, "
+            f"cache_dir={self.resolved_cache_dir!r})"
+        )
+
+    @property
+    def resolved_cache_dir(self) -> str:
+        """The directory cache folder (``""``: disabled)."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        env = os.environ.get("WSISTREAM_CACHE_DIR")
+        return os.path.join(env, "remote") if env else DEFAULT_CACHE_DIR
+
+    def filesystem(self, url: str) -> Any:
+        """The fsspec filesystem for ``url``'s protocol, with our timeouts and its own retries off.
+
+        Retries are ours (bounded, with backoff, and every attempt under ``timeout_s``), so the
+        library's are disabled: s3fs would otherwise retry 5 times and botocore 3-5 more per call.
+        """
+        import fsspec
+
+        protocol = protocol_of(url)
+        kwargs = dict(self.options.get(protocol, {}))
+        if protocol == "s3":
+            config = dict(kwargs.pop("config_kwargs", {}))
+            config.setdefault("connect_timeout", self.timeout_s)
+            config.setdefault("read_timeout", self.timeout_s)
+            config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+            kwargs["config_kwargs"] = config
+        elif protocol in ("http", "https"):
+            import aiohttp
+
+            client = dict(kwargs.pop("client_kwargs", {}))
+            client.setdefault("timeout", aiohttp.ClientTimeout(total=self.timeout_s))
+            kwargs["client_kwargs"] = client
+        fs = fsspec.filesystem(protocol, **kwargs)
+        if protocol == "s3":
+            fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor option): one attempt
+        return fs
