@@ -65,7 +65,8 @@ def properties_from(
     Returns the properties and the raw µm/px string.  µm/px is kept only when
     plausible in x and isotropic within 2 % (anisotropic pixels have no single µm/px).
     """
-    raw_mpp, raw_mpp_y = props.get(f"{prefix}.mpp-x"), props.get(f"{prefix}.mpp-y")
+    raw_mpp: object = props.get(f"{prefix}.mpp-x")
+    raw_mpp_y: object = props.get(f"{prefix}.mpp-y")
     if raw_mpp is None and (ome := ome_mpp(slide_path)) is not None:  # OME-TIFF: PhysicalSizeX/Y (+ unit)
         raw_mpp, raw_mpp_y = ome
     mpp = plausible_mpp(raw_mpp)

@@ -47,7 +47,7 @@ def _stream(make: Callable[[], PatchPipeline], n: int, proxy: FaultProxy | None)
     return out
 
 
-def _covered_jpeg_bytes(results: list, local_of: dict[str, str]) -> float:
+def _covered_jpeg_bytes(results: list[Any], local_of: dict[str, str]) -> float:
     """Mean stored JPEG bytes of the tiles each patch's read region covers (from the local files)."""
     readers: dict[str, JpegTileReader] = {}
     total = 0

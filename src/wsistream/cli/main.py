@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -114,7 +115,7 @@ def preview(
     from wsistream.recipes import build_pipeline
     from wsistream.storage import is_url
 
-    kwargs: dict = {"views": views} if recipe != "phikon" else {}
+    kwargs: dict[str, Any] = {"views": views} if recipe != "phikon" else {}
     if any(is_url(s) for s in slides):
         from wsistream.backends import TiffSlideBackend
 

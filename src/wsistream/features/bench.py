@@ -221,7 +221,7 @@ def full_rate(runner: TileEncoderRunner, dataset: SlideTileDataset) -> float:
     embed_dataset(runner, dataset, on_batch=on_batch)
     if state["count"] <= 0:
         return 0.0
-    return state["count"] / max(time.perf_counter() - state["start"], 1e-9)
+    return float(state["count"] / max(time.perf_counter() - state["start"], 1e-9))
 
 
 def benchmark_throughput(

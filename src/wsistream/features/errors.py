@@ -7,6 +7,8 @@ a slide) and ``.reason`` the cause; messages survive DataLoader workers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from wsistream.errors import WsiStreamError
 from wsistream.features.formats import FeatureFileError
 
@@ -29,7 +31,7 @@ class CheckpointKeyError(EncoderLoadError):
         reason = "checkpoint does not match the architecture; " + "; ".join(parts)
         super().__init__(path, reason + (f" ({hint})" if hint else ""))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (CheckpointKeyError, (self.slide_path, self.missing, self.unexpected))
 
 

@@ -121,7 +121,8 @@ class NpyRows(LazyRows):
     @staticmethod
     def _map(path: Path) -> np.ndarray:
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            mm: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+            return mm
         except (ValueError, OSError, EOFError) as exc:
             raise FeatureFileError(str(path), f"cannot read .npy ({exc})") from exc
 

@@ -40,7 +40,8 @@ class Slot:
     _view_plans: dict[float, ReadPlan] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.positions = _Lookahead(self.positions)
+        self._lookahead = _Lookahead(self.positions)
+        self.positions = self._lookahead
 
     @property
     def slide_path(self) -> str:
@@ -69,7 +70,7 @@ class Slot:
         """Start fetching the next position's tiles (remote slides only; the sequence is unchanged)."""
         if not self.handle.prefetches:
             return
-        position = self.positions.peek()
+        position = self._lookahead.peek()
         if position is None:
             return
         plan = position.plan or self.plan

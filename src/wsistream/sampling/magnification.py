@@ -76,7 +76,7 @@ class MultiMagnificationSampler(PatchSampler):
     @property
     def target_mpp(self) -> float:  # type: ignore[override]
         """The finest resolution (the slide's plan is validated against it)."""
-        return min(self.target_mpps)  # type: ignore[type-var]
+        return min(self.target_mpps)
 
     def plan(self, props: SlideProperties) -> ReadPlan:
         """Validate every resolution on the slide; return the finest plan."""

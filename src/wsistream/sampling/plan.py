@@ -139,8 +139,8 @@ def plan_read(
         lvl = 0 if level is None else level
         if not 0 <= lvl < props.level_count:
             raise SlideTooSmallError(path, f"level={lvl} does not exist (the slide has {props.level_count} levels)")
-        level_mpp = props.mpp_at_level(lvl)
-        plan = ReadPlan(lvl, patch_size, patch_size, props.level_downsamples[lvl], level_mpp)
+        fixed_level_mpp = props.mpp_at_level(lvl)
+        plan = ReadPlan(lvl, patch_size, patch_size, props.level_downsamples[lvl], fixed_level_mpp)
     level_w, level_h = props.level_dimensions[plan.level]
     if plan.read_size > level_w or plan.read_size > level_h:
         raise SlideTooSmallError(

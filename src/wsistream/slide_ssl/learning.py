@@ -105,6 +105,8 @@ def learning_check(
 
     from wsistream.slide_ssl.probe import load_encoder
 
+    if res.encoder_path is None:
+        raise RuntimeError("pretraining saved no encoder")
     rows = [_summary_row(probe(load_encoder(res.encoder_path), f"pretrained ({method}, {steps} steps)"))]
     rand = []
     for k in init_seeds:

@@ -20,7 +20,7 @@ def gaussian_kernel1d(kernel_size: int, sigma: float) -> np.ndarray:
     half = (kernel_size - 1) / 2.0
     x = np.linspace(-half, half, kernel_size, dtype=np.float64)
     pdf = np.exp(-0.5 * (x / sigma) ** 2)
-    return (pdf / pdf.sum()).astype(np.float32)
+    return np.asarray((pdf / pdf.sum()).astype(np.float32))
 
 
 @dataclass(frozen=True)
