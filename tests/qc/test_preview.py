@@ -31,3 +31,29 @@ def test_preview_png_shows_the_stream(tmp_path, synthetic_40x_svs):
     _, same = preview_slide(device, synthetic_40x_svs, tmp_path / "d.png", n_patches=6)
     for a, b in zip(results, same, strict=True):
         assert a.coordinate == b.coordinate and all(np.array_equal(a.views[k], b.views[k]) for k in a.views)
+
+
+def test_preview_exports_the_mask_it_shows_as_geojson(tmp_path, cmu_svs):
+    """``wsistream preview --geojson DIR``: the recipe's own mask, re-importable cell for cell."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from wsistream.backends import OpenSlideBackend
+    from wsistream.cli.main import app
+    from wsistream.tissue import GeoJSONTissueDetector
+
+    out = tmp_path / "geo"
+    res = CliRunner().invoke(
+        app, ["preview", cmu_svs, "--recipe", "phikon", "-o", str(tmp_path / "p.png"), "--geojson", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "CMU-1-Small-Region.svs.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and doc["features"]
+    pipeline = build_pipeline("phikon", [cmu_svs])
+    with OpenSlideBackend().open(cmu_svs) as handle:
+        props = pipeline.mpp_policy.apply(handle.properties)
+        shown = pipeline.tissue_mask(handle, props)
+        back = GeoJSONTissueDetector(str(out)).detect_slide(handle, props, pipeline.max_overview_side)
+    assert back.mask.shape == shown.mask.shape
+    assert (back.mask == shown.mask).mean() > 0.99 and shown.mask.any()

@@ -109,6 +109,9 @@ def preview(
     n_patches: int = typer.Option(12, help="Patches to draw (per slide with --sheet)."),
     views: bool = typer.Option(False, help="Show each patch's views."),
     sheet: bool = typer.Option(False, help="Cohort contact sheet: one row per slide."),
+    geojson: Path = typer.Option(
+        None, help="Folder: also write each slide's tissue mask (the one shown) as SLIDE_NAME.geojson."
+    ),
 ) -> None:
     """Overview + tissue mask + sampled patch boxes + the patches, as the recipe streams them."""
     from wsistream.qc import preview_sheet, preview_slide
@@ -123,7 +126,12 @@ def preview(
     pipeline = build_pipeline(recipe, list(slides), **kwargs)
     if sheet or len(slides) > 1:
         png, status = preview_sheet(
-            pipeline, [str(s) for s in slides], out, n_patches=min(n_patches, 6), title=f"recipe {recipe}"
+            pipeline,
+            [str(s) for s in slides],
+            out,
+            n_patches=min(n_patches, 6),
+            title=f"recipe {recipe}",
+            geojson_dir=geojson,
         )
         bad = {s: r for s, r in status.items() if r != "ok"}
         typer.echo(f"{png}: {len(status) - len(bad)}/{len(status)} slides previewed")
@@ -131,7 +139,9 @@ def preview(
             typer.echo(f"  {reason}", err=True)
         raise typer.Exit(1 if bad else 0)
     try:
-        png, results = preview_slide(pipeline, slides[0], out, n_patches=n_patches, title=f"recipe {recipe}")
+        png, results = preview_slide(
+            pipeline, slides[0], out, n_patches=n_patches, title=f"recipe {recipe}", geojson_dir=geojson
+        )
     except RuntimeError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

@@ -42,8 +42,14 @@ def overlay_mask(overview: np.ndarray, mask: np.ndarray, alpha: float = 0.35) ->
     return out
 
 
-def _slide_panel(pipeline: PatchPipeline, slide: str, n_patches: int) -> tuple[np.ndarray, list[PatchResult], float]:
-    """Overview with mask and patch boxes, the first patches the pipeline streams there, tissue fraction."""
+def _slide_panel(
+    pipeline: PatchPipeline, slide: str, n_patches: int, geojson_dir: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, list[PatchResult], float]:
+    """Overview with mask and patch boxes, the first patches the pipeline streams there, tissue fraction.
+
+    With ``geojson_dir`` the mask shown (the pipeline's own) is also written there as
+    ``{slide name}.geojson``, for QuPath and for ``GeoJSONTissueDetector`` after editing.
+    """
     import cv2
 
     # views rendered here even when the pipeline leaves them to the GPU: same draws, same pixels (render_plan)
@@ -61,6 +67,10 @@ def _slide_panel(pipeline: PatchPipeline, slide: str, n_patches: int) -> tuple[n
         props = pipeline.mpp_policy.apply(handle.properties)
         overview, (dsx, dsy) = handle.read_overview(min(pipeline.max_overview_side, 1600))
         mask = pipeline.tissue_mask(handle, props)
+    if geojson_dir is not None:
+        from wsistream.tissue.geojson import write_geojson
+
+        write_geojson(mask, Path(geojson_dir) / f"{Path(slide).name}.geojson")
     canvas = overlay_mask(overview, mask.mask)
     for r in results:
         c = r.coordinate
@@ -82,14 +92,17 @@ def preview_slide(
     *,
     n_patches: int = 16,
     title: str | None = None,
+    geojson_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, list[PatchResult]]:
     """Write a preview PNG of ``pipeline`` on one slide; returns the path and the patches shown.
+
+    ``geojson_dir``: also write the slide's tissue mask there as GeoJSON (level-0 px).
 
     Raises ``RuntimeError`` naming the slide and the recorded failure when it yields no patch.
     """
     plt = _pyplot()
     slide = os.fspath(slide_path)
-    canvas, results, tissue = _slide_panel(pipeline, slide, n_patches)
+    canvas, results, tissue = _slide_panel(pipeline, slide, n_patches, geojson_dir)
     fig = plt.figure(figsize=(14, 7), dpi=100)
     ax0 = fig.add_axes((0.01, 0.02, 0.48, 0.88))
     ax0.imshow(canvas)
@@ -111,6 +124,7 @@ def preview_sheet(
     *,
     n_patches: int = 4,
     title: str | None = None,
+    geojson_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A cohort contact sheet: one row per slide (overview + mask + boxes, then its patches).
 
@@ -127,7 +141,7 @@ def preview_sheet(
         ax0.set_axis_off()
         ax1.set_axis_off()
         try:
-            canvas, results, tissue = _slide_panel(pipeline, slide, n_patches)
+            canvas, results, tissue = _slide_panel(pipeline, slide, n_patches, geojson_dir)
         except RuntimeError as exc:
             status[slide] = str(exc)
             ax0.text(0, 0.5, f"{Path(slide).name}\n{exc}"[:300], wrap=True, fontsize=8, color="darkred")
