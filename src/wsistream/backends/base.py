@@ -21,6 +21,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from wsistream.backends._dicom import dicom_member
 from wsistream.backends._jpeg_tiles import JpegTileReader, TileCache
 from wsistream.backends._ome import ome_mpp
 from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
@@ -280,6 +281,8 @@ class SlideBackend(ABC):
     requires: ClassVar[str]
     #: Whether ``s3://`` / ``gs://`` / ``https://`` slides can be opened (:mod:`wsistream.storage`).
     reads_urls: ClassVar[bool] = False
+    #: Whether a folder of DICOM ``.dcm`` files opens as one slide (:mod:`wsistream.backends._dicom`).
+    reads_dicom: ClassVar[bool] = False
 
     @classmethod
     def is_available(cls) -> bool:
@@ -313,7 +316,13 @@ class SlideBackend(ABC):
         elif not os.path.exists(path):
             raise SlideNotFoundError(path, "file does not exist")
         elif os.path.isdir(path):
-            raise SlideOpenError(path, "is a directory, not a slide file")
+            if dicom_member(path) is None:
+                raise SlideOpenError(path, "is a directory, not a slide file (nor a folder of DICOM .dcm files)")
+            if not self.reads_dicom:
+                raise SlideOpenError(
+                    path,
+                    f"is a DICOM slide (a folder of .dcm files); {self.name} cannot read DICOM, pass OpenSlideBackend()",
+                )
         elif os.path.getsize(path) == 0:
             raise SlideOpenError(path, "file is empty (0 bytes)")
         elif not os.access(path, os.R_OK):

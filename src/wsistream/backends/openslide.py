@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from wsistream.backends._dicom import library_path
 from wsistream.backends._jpeg_tiles import shared_tile_cache
 from wsistream.backends.base import SlideBackend, SlideHandle, properties_from
 
@@ -51,7 +53,7 @@ class _OpenSlideHandle(SlideHandle):
         import openslide
 
         try:
-            fresh = openslide.OpenSlide(self.slide_path)
+            fresh = openslide.OpenSlide(library_path(self.slide_path))
         except Exception:
             return  # the original read error stands
         if self._cache_bytes > 0:
@@ -86,6 +88,7 @@ class OpenSlideBackend(SlideBackend):
 
     name: ClassVar[str] = "openslide"
     requires: ClassVar[str] = "openslide"
+    reads_dicom: ClassVar[bool] = True  # OpenSlide >= 4.0
     cache_bytes: int = 64 * 1024 * 1024
     fast_tiles: bool = True
 
@@ -96,12 +99,12 @@ class OpenSlideBackend(SlideBackend):
     def _open(self, slide_path: str) -> SlideHandle:
         import openslide
 
-        osr = openslide.OpenSlide(slide_path)
+        osr = openslide.OpenSlide(library_path(slide_path))
         try:
             handle = _OpenSlideHandle(slide_path, osr, self.cache_bytes)
         except BaseException:
             osr.close()
             raise
-        if self.fast_tiles:
+        if self.fast_tiles and not os.path.isdir(slide_path):  # DICOM folders: OpenSlide decodes
             handle.enable_fast_tiles(shared_tile_cache(self.cache_bytes) if self.cache_bytes > 0 else None)
         return handle

@@ -183,13 +183,19 @@ def _attr_value(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
-    """Load a ``features.npy``, a slide folder holding one, or an ``.h5`` file."""
+def feature_file(path: str | os.PathLike[str]) -> Path:
+    """The feature file ``path`` names: itself, or the ``features.npy`` of a slide folder; it must exist."""
     p = Path(path)
     if p.is_dir():
         p = p / "features.npy"
     if not p.exists():
         raise FeatureFileError(str(p), "feature file not found")
+    return p
+
+
+def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
+    """Load a ``features.npy``, a slide folder holding one, or an ``.h5`` file."""
+    p = feature_file(path)
     if p.suffix == ".npy":
         try:
             arr = np.load(p, allow_pickle=False)

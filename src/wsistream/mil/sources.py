@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsistream.features.formats import FeatureFileError
+from wsistream.features.formats import FeatureFileError, feature_file
 
 #: Rows read per chunk when a slide is scanned (NaN check): 4096 x 771 float32 ~ 12 MB.
 SCAN_CHUNK_ROWS = 4096
@@ -167,11 +167,7 @@ class H5Rows(LazyRows):
 
 def open_rows(path: str | os.PathLike[str]) -> LazyRows:
     """A :class:`LazyRows` for a ``features.npy``, a slide folder holding one, or an ``.h5`` file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "features.npy"
-    if not p.exists():
-        raise FeatureFileError(str(p), "feature file not found")
+    p = feature_file(path)
     if p.suffix == ".npy":
         return NpyRows(p)
     if p.suffix in (".h5", ".hdf5"):

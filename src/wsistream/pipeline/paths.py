@@ -51,10 +51,29 @@ def resolve_slide_paths(
         text = os.fspath(slide_paths)
         path = Path(text)
         if path.is_dir():
-            return sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in SLIDE_EXTENSIONS and p.is_file())
+            return _slides_in(path)
         if path.suffix.lower() in (".txt", ".lst") and path.is_file():
             return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
         if any(ch in text for ch in "*?["):
             return sorted(glob.glob(text, recursive=True))
         return [text]
     return [os.fspath(p) for p in slide_paths]
+
+
+def _slides_in(folder: Path) -> list[str]:
+    """Slide files under ``folder`` (recursive), a folder of DICOM ``.dcm`` files counting as one slide.
+
+    A folder holding ``.dcm`` files is a DICOM WSI (OpenSlide 4 reads the series from any one of its
+    files): it is listed once, as the folder, and its files are not listed on their own. The given
+    folder itself may be such a slide.
+    """
+    slides, dicom_dirs = [], set()
+    for p in folder.rglob("*"):
+        if not p.is_file():
+            continue
+        suffix = p.suffix.lower()
+        if suffix == ".dcm":
+            dicom_dirs.add(str(p.parent))
+        elif suffix in SLIDE_EXTENSIONS:
+            slides.append(str(p))
+    return sorted(slides + list(dicom_dirs))
