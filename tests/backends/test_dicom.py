@@ -45,7 +45,7 @@ def test_openslide_backend_opens_the_folder_with_the_library_pixels(cohort):
 
 def test_tiffslide_and_plain_folders_are_refused_by_name(cohort, tmp_path):
     dicom = str(cohort / "case-1" / "dicom")
-    with pytest.raises(SlideOpenError, match="DICOM.*OpenSlideBackend") as info:
+    with pytest.raises(SlideOpenError, match=r"DICOM.*OpenSlideBackend") as info:
         TiffSlideBackend().open(dicom)
     assert info.value.slide_path == dicom
     empty = tmp_path / "empty-folder"

@@ -321,7 +321,8 @@ class SlideBackend(ABC):
             if not self.reads_dicom:
                 raise SlideOpenError(
                     path,
-                    f"is a DICOM slide (a folder of .dcm files); {self.name} cannot read DICOM, pass OpenSlideBackend()",
+                    f"is a DICOM slide (a folder of .dcm files); {self.name} cannot read DICOM, "
+                    "pass OpenSlideBackend()",
                 )
         elif os.path.getsize(path) == 0:
             raise SlideOpenError(path, "file is empty (0 bytes)")
