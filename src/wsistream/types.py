@@ -15,6 +15,20 @@ import numpy as np
 MppSource = Literal["slide", "override", "fallback", "none"]
 
 
+def best_level_for_downsample(level_downsamples: tuple[float, ...], downsample: float) -> int:
+    """OpenSlide's ``get_best_level_for_downsample``: the last level whose downsample is <= ``downsample``.
+
+    One rule for CLAM's segmentation level (``tissue.clam``) and DeepZoom's preferred read level
+    (``sampling.deepzoom_grid``), both of which call OpenSlide's function in the reference code.
+    """
+    if downsample < level_downsamples[0]:
+        return 0
+    for level in range(1, len(level_downsamples)):
+        if downsample < level_downsamples[level]:
+            return level - 1
+    return len(level_downsamples) - 1
+
+
 @dataclass(frozen=True)
 class SlideProperties:
     """What a backend reports about an opened slide.

@@ -20,17 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsistream.errors import MissingMppError, ResolutionUnavailableError
-from wsistream.types import SlideProperties
-
-
-def best_level_for_downsample(level_downsamples: tuple[float, ...], downsample: float) -> int:
-    """Return the last level whose downsample is <= the target (as ``get_best_level_for_downsample``)."""
-    if downsample < level_downsamples[0]:
-        return 0
-    for i in range(1, len(level_downsamples)):
-        if downsample < level_downsamples[i]:
-            return i - 1
-    return len(level_downsamples) - 1
+from wsistream.types import SlideProperties, best_level_for_downsample
 
 
 @dataclass(frozen=True)

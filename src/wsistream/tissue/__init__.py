@@ -1,7 +1,7 @@
 """Tissue detection on slide overviews: masks cached once per slide."""
 
 from wsistream.tissue.base import TissueDetector, TissueMask
-from wsistream.tissue.clam import CLAM_PRESET_PADDING, CLAM_PRESETS, CLAMTissueDetector, best_level_for_downsample
+from wsistream.tissue.clam import CLAM_PRESET_PADDING, CLAM_PRESETS, CLAMTissueDetector
 from wsistream.tissue.combined import CombinedTissueDetector
 from wsistream.tissue.geojson import (
     GeoJSONTissueDetector,
@@ -13,6 +13,7 @@ from wsistream.tissue.geojson import (
 from wsistream.tissue.hsv import HSVTissueDetector
 from wsistream.tissue.model import ModelTissueDetector, read_at_mpp
 from wsistream.tissue.otsu import OtsuTissueDetector
+from wsistream.types import best_level_for_downsample
 
 __all__ = [
     "CLAM_PRESETS",

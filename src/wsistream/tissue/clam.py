@@ -37,6 +37,7 @@ import numpy as np
 
 from wsistream.errors import SlideTooSmallError
 from wsistream.tissue.base import TissueDetector, TissueMask, saturation
+from wsistream.types import best_level_for_downsample
 
 if TYPE_CHECKING:
     from wsistream.backends.base import SlideHandle
@@ -239,13 +240,3 @@ def _check_seg_size(props: SlideProperties, width: int, height: int) -> None:
             f"CLAM's segmentation level is {width}x{height} px, more than CLAM segments (1e10 px); "
             "pass seg_downsample=None to segment the overview instead",
         )
-
-
-def best_level_for_downsample(level_downsamples: tuple[float, ...], downsample: float) -> int:
-    """OpenSlide's ``get_best_level_for_downsample``: the last level whose downsample is <= ``downsample``."""
-    if downsample < level_downsamples[0]:
-        return 0
-    for level in range(1, len(level_downsamples)):
-        if downsample < level_downsamples[level]:
-            return level - 1
-    return len(level_downsamples) - 1
