@@ -304,3 +304,20 @@ def test_combined_detector_runs_a_model_member_at_its_mpp_with_its_cache(weights
     assert _iou(got.mask, finest.mask) > 0.7
     union = _detect(CombinedTissueDetector([OtsuTissueDetector(), model], mode="or"), written_20x)
     assert union.mask.sum() >= finest.mask.sum() and (union.mask | got.mask).sum() == union.mask.sum()
+
+
+def test_process_mask_cache_keeps_masks_of_different_mpp_apart(weights, written_20x):
+    """Pipelines of one process share the mask cache; a model detector at another µm/px gets its own mask."""
+    detector = ModelTissueDetector(PixelNet, weights=weights, input_mpp=4.0, tile_size=128)
+    masks = []
+    for mpp in (0.5, 1.0):
+        pipe = PatchPipeline(
+            slide_paths=[written_20x],
+            sampler=RandomSampler(patch_size=32),
+            tissue_detector=detector,
+            mpp_overrides={written_20x: mpp},
+        )
+        with OpenSlideBackend().open(written_20x) as handle:
+            masks.append(pipe.tissue_mask(handle, pipe.mpp_policy.apply(handle.properties)))
+    # 4 µm/px is 8 level-0 px at 0.5 µm/px and 4 at 1.0 µm/px
+    assert (masks[0].downsample_x, masks[1].downsample_x) == (8.0, 4.0)

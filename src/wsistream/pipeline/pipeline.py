@@ -272,7 +272,10 @@ class PatchPipeline:
     # -- used by PatchStream -------------------------------------------------------
     def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:
         """The slide's mask, from the LRU or computed from the overview."""
-        key = (props.slide_path, file_version(props.slide_path), repr(self.tissue_detector), self.max_overview_side)
+        # everything detect_slide depends on: the process's pipelines share this cache, and a detector that
+        # reads at a physical resolution (ModelTissueDetector) gives another mask for another µm/px
+        version = file_version(props.slide_path)
+        key = (props.slide_path, version, props.mpp, repr(self.tissue_detector), self.max_overview_side)
         mask = self._mask_cache.get(key)
         if mask is None:
             mask = self.tissue_detector.detect_slide(handle, props, self.max_overview_side)
