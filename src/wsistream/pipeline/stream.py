@@ -233,10 +233,11 @@ class PatchStream(Iterator[PatchResult]):
                 self.dead.add(c.slide_index)
             self._retire(slot)
             return None
-        if slot.handle.prefetches and not (p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide):
+        slide_done = p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide
+        if not slide_done:
             with contextlib.suppress(WsiStreamError):  # the read that needs the tiles reports any failure
-                slot.prefetch_next()  # remote slides: the next visit's tiles arrive while others decode
-        if p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide:
+                slot.prefetch_next()  # remote slides only: the next tiles arrive while others decode
+        if slide_done:
             self._retire(slot)
         elif c.read_errors >= p.max_read_errors:
             self._record(
