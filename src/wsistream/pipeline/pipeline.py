@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,37 +16,28 @@ from wsistream.backends.base import SlideBackend, SlideHandle
 from wsistream.backends.openslide import OpenSlideBackend
 from wsistream.pipeline._views import prepare_views
 from wsistream.pipeline.adapters import DatasetAdapter, PatchFilter
-from wsistream.pipeline.cache import file_version, process_mask_cache
+from wsistream.pipeline.cache import process_mask_cache
 from wsistream.pipeline.failures import append_failure, read_failure_log
 from wsistream.pipeline.mpp import MppPolicy
+from wsistream.pipeline.opening import OpenFailure, SlideOpener
 from wsistream.pipeline.paths import resolve_slide_paths
-from wsistream.pipeline.seeding import RngStream, fresh_seed, stream_rng
+from wsistream.pipeline.seeding import fresh_seed
 from wsistream.pipeline.slot import Slot, SlotCounters
-from wsistream.pipeline.stream import PatchStream
+from wsistream.pipeline.stats import PipelineStats
+from wsistream.pipeline.stream import PatchStream, StreamSpec, check_schedule
 from wsistream.sampling.base import PatchSampler, Position
 from wsistream.sampling.grid import GridSampler
-from wsistream.sampling.plan import ReadPlan, plan_read
 from wsistream.sampling.random import RandomSampler
 from wsistream.storage.urls import is_url
 from wsistream.tissue.base import TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
-from wsistream.types import FailureRecord, PatchResult, SlideMetadata, SlideProperties
+from wsistream.types import FailureRecord, PatchResult, SlideProperties
 
 logger = logging.getLogger("wsistream")
 
 if TYPE_CHECKING:
     from wsistream.transforms.base import PatchTransform
     from wsistream.views import ViewConfig
-
-
-@dataclass
-class PipelineStats:
-    """Counters of one pipeline instance (per process)."""
-
-    slides_opened: int = 0
-    slides_failed: int = 0
-    read_errors: int = 0
-    patches_filtered: int = 0
 
 
 @dataclass(kw_only=True, eq=False)
@@ -169,13 +159,35 @@ class PatchPipeline:
     stats: PipelineStats = field(default_factory=PipelineStats, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("pool_size", "patches_per_visit", "max_read_errors"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patches_per_slide == 0 or self.patches_per_slide < -1:
-            raise ValueError(f"patches_per_slide must be >= 1, or -1 for unlimited, got {self.patches_per_slide}")
-        if self.slide_sampling not in ("sequential", "random"):
-            raise ValueError(f"slide_sampling={self.slide_sampling!r}; pass 'sequential' or 'random'")
+        check_schedule(
+            self.pool_size, self.patches_per_slide, self.patches_per_visit, self.max_read_errors, self.slide_sampling
+        )
+        self._check_components()
+        self._check_slides()
+        self._views, self._planner = prepare_views(self.views, self.view_rendering, self.sampler.patch_size)
+        self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
+        #: The seed actually used (drawn once when ``seed=None``).
+        self.seed_used = int(self.seed) if self.seed is not None else fresh_seed()
+        self._transforms = _compose(self.transforms)
+        self._shared_transforms = _compose(self.shared_transforms)
+        #: Slides skipped up front because ``skip_known_failures`` lists them.
+        self.quarantined: list[str] = self._load_quarantine()
+        self._opener = SlideOpener(
+            backend=self.backend,
+            sampler=self.sampler,
+            tissue_detector=self.tissue_detector,
+            mpp_policy=self.mpp_policy,
+            dataset_adapter=self.dataset_adapter,
+            mask_cache=process_mask_cache(self.tissue_mask_cache_size),
+            max_overview_side=self.max_overview_side,
+            replacement=self.replacement,
+            patches_per_slide=self.patches_per_slide,
+            seed=self.seed_used,
+            view_mpps=tuple(sorted({v.mpp_override for v in self._views or () if v.mpp_override is not None})),
+        )
+
+    def _check_components(self) -> None:
+        """Types of the components and the combinations of them that cannot stream."""
         if self.replacement not in ("with_replacement", "without_replacement"):
             raise ValueError(f"replacement={self.replacement!r}; pass 'with_replacement' or 'without_replacement'")
         if self.replacement == "without_replacement" and not isinstance(self.sampler, (RandomSampler, GridSampler)):
@@ -200,6 +212,9 @@ class PatchPipeline:
                     "an endless sampler (num_patches=-1) with patches_per_slide=-1 never moves past the first "
                     "pool; pass patches_per_slide=N or a finite num_patches"
                 )
+
+    def _check_slides(self) -> None:
+        """The slide list resolves to at least one slide, and URLs only go to a backend that reads them."""
         if not self.slide_list:
             raise ValueError(f"slide_paths={self.slide_paths!r} contains no slide; pass files, a folder or a glob")
         if not self.backend.reads_urls and any(is_url(p) for p in self.slide_list):
@@ -207,28 +222,22 @@ class PatchPipeline:
                 f"slide_paths has URLs ({next(p for p in self.slide_list if is_url(p))}) and backend="
                 f"{self.backend!r} reads local files only; pass backend=TiffSlideBackend() (docs/storage.md)"
             )
-        self._views, self._planner = prepare_views(self.views, self.view_rendering, self.sampler.patch_size)
-        self._mask_cache = process_mask_cache(self.tissue_mask_cache_size)
-        self.mpp_policy = MppPolicy.build(self.mpp_overrides, self.mpp_fallback)
-        #: The seed actually used (drawn once when ``seed=None``).
-        self.seed_used = int(self.seed) if self.seed is not None else fresh_seed()
-        self._transforms = _compose(self.transforms)
-        self._shared_transforms = _compose(self.shared_transforms)
-        #: Slides skipped up front because ``skip_known_failures`` lists them.
-        self.quarantined: list[str] = []
-        if self.skip_known_failures is not None:
-            if self.failure_log is not None and _same_file(self.failure_log, self.skip_known_failures):
-                raise ValueError(
-                    f"failure_log and skip_known_failures are the same file ({self.failure_log}): the quarantine "
-                    "would grow while the run streams, so a resumed run would skip other slides than the "
-                    "interrupted one; log to a new file (e.g. run2/failures.jsonl) and skip the old run's log"
-                )
-            known = read_failure_log(self.skip_known_failures)
-            self.quarantined = [p for p in self.slide_list if p in known]
-            if self.quarantined:
-                logger.warning(
-                    "wsistream: %d slides quarantined by %s", len(self.quarantined), self.skip_known_failures
-                )
+
+    def _load_quarantine(self) -> list[str]:
+        """Slides of :attr:`slide_list` that ``skip_known_failures`` lists as retired (none when unset)."""
+        if self.skip_known_failures is None:
+            return []
+        if self.failure_log is not None and _same_file(self.failure_log, self.skip_known_failures):
+            raise ValueError(
+                f"failure_log and skip_known_failures are the same file ({self.failure_log}): the quarantine "
+                "would grow while the run streams, so a resumed run would skip other slides than the "
+                "interrupted one; log to a new file (e.g. run2/failures.jsonl) and skip the old run's log"
+            )
+        known = read_failure_log(self.skip_known_failures)
+        quarantined = [p for p in self.slide_list if p in known]
+        if quarantined:
+            logger.warning("wsistream: %d slides quarantined by %s", len(quarantined), self.skip_known_failures)
+        return quarantined
 
     # -- public ------------------------------------------------------------------
     @cached_property
@@ -242,12 +251,26 @@ class PatchPipeline:
         size = self.thumbnail_size
         return int(max(size)) if isinstance(size, (tuple, list)) else int(size)
 
+    def stream_spec(self) -> StreamSpec:
+        """The scheduling part of this config, as the stream takes it."""
+        return StreamSpec(
+            slide_list=tuple(self.slide_list),
+            pool_size=self.pool_size,
+            patches_per_slide=self.patches_per_slide,
+            patches_per_visit=self.patches_per_visit,
+            max_read_errors=self.max_read_errors,
+            slide_sampling=self.slide_sampling,
+            cycle=self.cycle,
+            seed=self.seed_used,
+            quarantined_indices=frozenset(self.quarantined_indices),
+        )
+
     def __iter__(self) -> PatchStream:
-        return PatchStream(self)
+        return PatchStream(self.stream_spec(), self)
 
     def resume(self, state: Mapping[str, Any]) -> PatchStream:
         """A stream that continues exactly where ``PatchStream.state_dict()`` was taken."""
-        return PatchStream(self, dict(state))
+        return PatchStream(self.stream_spec(), self, dict(state))
 
     @property
     def quarantined_indices(self) -> list[int]:
@@ -269,56 +292,14 @@ class PatchPipeline:
         if self.failure_log is not None:
             append_failure(self.failure_log, record)
 
-    # -- used by PatchStream -------------------------------------------------------
+    # -- used by PatchStream (its PatchSource protocol) and qc ---------------------
+    def open_slot(self, path: str, counters: SlotCounters) -> Slot | OpenFailure:
+        """Open ``path`` into a pool slot (:class:`~wsistream.pipeline.opening.SlideOpener`)."""
+        return self._opener.open(path, counters)
+
     def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:
-        """The slide's mask, from the LRU or computed from the overview."""
-        # everything detect_slide depends on: the process's pipelines share this cache, and a detector that
-        # reads at a physical resolution (ModelTissueDetector) gives another mask for another µm/px
-        version = file_version(props.slide_path)
-        key = (props.slide_path, version, props.mpp, repr(self.tissue_detector), self.max_overview_side)
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            mask = self.tissue_detector.detect_slide(handle, props, self.max_overview_side)
-            self._mask_cache.put(key, mask)
-        return mask
-
-    def position_iterator(
-        self,
-        mask: TissueMask,
-        plan: ReadPlan,
-        props: SlideProperties,
-        rng: np.random.Generator,
-        counters: SlotCounters,
-    ) -> Iterator[Position]:
-        """Positions of one slide visit (honours ``replacement``)."""
-        if self.replacement == "with_replacement" or not isinstance(self.sampler, RandomSampler):
-            return self.sampler.positions(mask, plan, props, rng)
-        grid = GridSampler(
-            patch_size=self.sampler.patch_size,
-            target_mpp=self.sampler.target_mpp,
-            level=self.sampler.level,
-            tissue_threshold=self.sampler.tissue_threshold,
-            mpp_tolerance=self.sampler.mpp_tolerance,
-            tissue_criterion=self.sampler.tissue_criterion,
-        )
-        tiles = list(grid.positions(mask, plan, props, rng))  # scan order; raises NoTissueError if empty
-        return _without_replacement(tiles, self.seed_used, counters, self.patches_per_slide)
-
-    def check_view_resolutions(self, props: SlideProperties) -> None:
-        """Raise now (stage ``plan``) if a view's ``mpp_override`` cannot be read from this slide."""
-        for mpp in sorted({v.mpp_override for v in self._views or () if v.mpp_override is not None}):
-            plan_read(props, self.sampler.patch_size, target_mpp=mpp, tolerance=self.sampler.mpp_tolerance)
-
-    def slide_metadata(self, props: SlideProperties) -> SlideMetadata:
-        """Metadata for a slide (adapter fields + properties)."""
-        fields = dict(self.dataset_adapter.parse(props.slide_path)) if self.dataset_adapter else {}
-        return SlideMetadata(
-            slide_path=props.slide_path,
-            properties=props,
-            dataset_name=str(fields.pop("dataset_name", "unknown")),
-            patient_id=fields.pop("patient_id", None),
-            extra=fields,
-        )
+        """The slide's mask, from the process's LRU or computed from the overview."""
+        return self._opener.tissue_mask(handle, props)
 
     def make_result(self, slot: Slot, position: Position, rng: np.random.Generator) -> PatchResult | None:
         """Read, filter, transform and build the views of one patch (``None`` if filtered)."""
@@ -365,28 +346,3 @@ def _compose(transforms: Any) -> Any:
 
         return ComposeTransforms(tuple(transforms))
     return transforms
-
-
-def _without_replacement(
-    tiles: list[Position], seed: int, counters: SlotCounters, patches_per_slide: int
-) -> Iterator[Position]:
-    """Tiles of a seeded, endless sequence of permutations, starting where this visit begins.
-
-    Visit ``e`` (the slide's ``e``-th epoch) takes items ``[e·n, (e+1)·n)`` of
-    ``perm_0 + perm_1 + ...`` with ``n = patches_per_slide`` (-1: one whole
-    pass), so every tile is used once before any repeats, with no state kept
-    between visits.
-    """
-    n_tiles = len(tiles)
-    per_visit = n_tiles if patches_per_slide < 0 else patches_per_slide
-    start = counters.epoch * per_visit
-    first_pass, offset = divmod(start, n_tiles)
-
-    def sequence() -> Iterator[Position]:
-        for pass_no in itertools.count(first_pass):
-            order = stream_rng(seed, RngStream.GRID_ORDER, counters.slide_index, pass_no).permutation(n_tiles)
-            begin = offset if pass_no == first_pass else 0
-            for i in order[begin:]:
-                yield tiles[int(i)]
-
-    return itertools.islice(sequence(), per_visit)

@@ -4,6 +4,11 @@ State is a handful of counters (epoch, queue position, assignments, per-slot
 attempts, dead slides): every random choice is re-derived from the seed and
 those counters (:mod:`wsistream.pipeline.seeding`), so :meth:`PatchStream.state_dict`
 is small and :meth:`PatchPipeline.resume` continues the exact same stream.
+
+The stream schedules; it does not know the pipeline. It gets a frozen
+:class:`StreamSpec` (slides, pool and visit sizes, seed) and a
+:class:`PatchSource` that opens a slide (:mod:`wsistream.pipeline.opening`)
+and reads one patch, so this module imports nothing of ``pipeline.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from wsistream.errors import (
     MissingMppError,
@@ -26,15 +33,14 @@ from wsistream.errors import (
     TileDecodeError,
     WsiStreamError,
 )
+from wsistream.pipeline.opening import OpenFailure
 from wsistream.pipeline.seeding import RngStream, stream_rng
 from wsistream.pipeline.slot import Slot, SlotCounters
+from wsistream.pipeline.stats import PipelineStats
 from wsistream.sampling.base import Position
 from wsistream.types import FailureRecord, PatchResult
 
 logger = logging.getLogger("wsistream")
-
-if TYPE_CHECKING:
-    from wsistream.pipeline.pipeline import PatchPipeline
 
 #: Failures that will recur every time the slide is opened with this config:
 #: such a slide is not reopened in later epochs.
@@ -48,18 +54,88 @@ _PERMANENT = (
 )
 
 
+def check_schedule(
+    pool_size: int, patches_per_slide: int, patches_per_visit: int, max_read_errors: int, slide_sampling: str
+) -> None:
+    """Raise ``ValueError`` for pool and visit sizes a stream cannot run with (named as ``PatchPipeline`` does)."""
+    for name, value in (
+        ("pool_size", pool_size),
+        ("patches_per_visit", patches_per_visit),
+        ("max_read_errors", max_read_errors),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if patches_per_slide == 0 or patches_per_slide < -1:
+        raise ValueError(f"patches_per_slide must be >= 1, or -1 for unlimited, got {patches_per_slide}")
+    if slide_sampling not in ("sequential", "random"):
+        raise ValueError(f"slide_sampling={slide_sampling!r}; pass 'sequential' or 'random'")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the scheduler needs of a pipeline's config (``PatchPipeline`` documents each field).
+
+    ``quarantined_indices`` are indices into ``slide_list`` that start dead
+    (``skip_known_failures``).
+    """
+
+    slide_list: tuple[str, ...]
+    pool_size: int
+    patches_per_slide: int
+    patches_per_visit: int
+    max_read_errors: int
+    slide_sampling: Literal["sequential", "random"]
+    cycle: bool
+    seed: int
+    quarantined_indices: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        check_schedule(
+            self.pool_size, self.patches_per_slide, self.patches_per_visit, self.max_read_errors, self.slide_sampling
+        )
+        if not self.slide_list:
+            raise ValueError("slide_list is empty; a stream needs at least one slide")
+
+
+class PatchSource(Protocol):
+    """What a stream needs of its pipeline: open a slide, read one patch, keep failures and counters."""
+
+    @property
+    def failures(self) -> list[FailureRecord]:
+        """Every failure recorded so far (raised with :class:`~wsistream.errors.NoUsableSlidesError`)."""
+        ...
+
+    @property
+    def stats(self) -> PipelineStats:
+        """Counters the stream increments."""
+        ...
+
+    def open_slot(self, path: str, counters: SlotCounters) -> Slot | OpenFailure:
+        """A ready slot for ``path``, or the stage and error that stopped it."""
+        ...
+
+    def make_result(self, slot: Slot, position: Position, rng: np.random.Generator) -> PatchResult | None:
+        """Read one patch (``None`` when a patch filter rejects it)."""
+        ...
+
+    def record_failure(self, record: FailureRecord) -> None:
+        """Keep and log one failure."""
+        ...
+
+
 class PatchStream(Iterator[PatchResult]):
     """Iterator over a pipeline's patches; ``state_dict()`` resumes it exactly."""
 
-    def __init__(self, pipeline: PatchPipeline, state: dict[str, Any] | None = None) -> None:
-        self.p = pipeline
+    def __init__(self, spec: StreamSpec, source: PatchSource, state: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.source = source
         self.epoch = 0
         self.queue_pos = 0
         self.next_assignment = 0
         self.rr = 0
         self.yielded = 0
         self.yielded_in_epoch = 0
-        self.dead: set[int] = set(pipeline.quarantined_indices)
+        self.dead: set[int] = set(spec.quarantined_indices)
         self.pool: list[Slot] = []
         self._order = self._epoch_order(0)
         self._finished = False
@@ -96,59 +172,39 @@ class PatchStream(Iterator[PatchResult]):
 
     # -- scheduling --------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> list[int]:
-        n = len(self.p.slide_list)
-        if self.p.slide_sampling == "random":
-            return [int(i) for i in stream_rng(self.p.seed_used, RngStream.SLIDE_ORDER, epoch).permutation(n)]
+        n = len(self.spec.slide_list)
+        if self.spec.slide_sampling == "random":
+            return [int(i) for i in stream_rng(self.spec.seed, RngStream.SLIDE_ORDER, epoch).permutation(n)]
         return list(range(n))
 
     def _record(self, slide_path: str, stage: str, exc: BaseException, retired: bool = True) -> None:
         record = FailureRecord(slide_path, stage, type(exc).__name__, str(exc), time.time(), retired)
-        self.p.record_failure(record)
+        self.source.record_failure(record)
 
     def _open(self, counters: SlotCounters) -> Slot | None:
-        """Open, plan, mask and start sampling one slide; record and return None on failure."""
-        p = self.p
-        path = p.slide_list[counters.slide_index]
-        stage, handle = "open", None
-        try:
-            handle = p.backend.open(path)
-            props = p.mpp_policy.apply(handle.properties)
-            stage = "plan"
-            plan = p.sampler.plan(props)
-            p.check_view_resolutions(props)
-            stage = "tissue"
-            mask = p.tissue_mask(handle, props)
-            if mask.is_empty:
-                raise NoTissueError(path, f"{p.tissue_detector!r} found no tissue on the overview")
-            stage = "sample"
-            rng = stream_rng(p.seed_used, RngStream.POSITIONS, counters.assignment)
-            positions = p.position_iterator(mask, plan, props, rng, counters)
-            first = next(positions, None)  # surface NoTissueError now, not mid-stream
-            if first is None:
-                raise NoTissueError(path, "the sampler produced no position")
-            slot = Slot(counters, handle, p.slide_metadata(props), plan, mask, _prepend(first, positions))
-            p.stats.slides_opened += 1
-            return slot
-        except WsiStreamError as exc:
-            if handle is not None:
-                handle.close()
-            self._record(path, stage, exc)
-            p.stats.slides_failed += 1
-            if isinstance(exc, _PERMANENT):
-                self.dead.add(counters.slide_index)
-            return None
+        """Open one slide into a slot; record the failure, and return None, when it cannot join the pool."""
+        path = self.spec.slide_list[counters.slide_index]
+        opened = self.source.open_slot(path, counters)
+        if isinstance(opened, Slot):
+            self.source.stats.slides_opened += 1
+            return opened
+        self._record(path, opened.stage, opened.error)
+        self.source.stats.slides_failed += 1
+        if isinstance(opened.error, _PERMANENT):
+            self.dead.add(counters.slide_index)
+        return None
 
     def _refill(self) -> None:
-        while len(self.pool) < self.p.pool_size:
+        while len(self.pool) < self.spec.pool_size:
             if self.queue_pos >= len(self._order):
-                if not self.p.cycle:
+                if not self.spec.cycle:
                     return
-                if len(self.dead) == len(self.p.slide_list):
+                if len(self.dead) == len(self.spec.slide_list):
                     return
                 if self.yielded_in_epoch == 0 and not self.pool:
                     # a whole epoch without a single patch: every slide failed or
                     # retired; cycling again would spin forever
-                    raise NoUsableSlidesError(self.p.failures)
+                    raise NoUsableSlidesError(self.source.failures)
                 self.epoch += 1
                 self.queue_pos = 0
                 self.yielded_in_epoch = 0
@@ -196,13 +252,13 @@ class PatchStream(Iterator[PatchResult]):
                 self.yielded_in_epoch += 1
                 return result
         self.close()
-        if self.yielded == 0 and self.p.failures:
-            raise NoUsableSlidesError(self.p.failures)
+        if self.yielded == 0 and self.source.failures:
+            raise NoUsableSlidesError(self.source.failures)
         raise StopIteration
 
     def _next_from(self, slot: Slot) -> PatchResult | None:
         """One attempt on ``slot``; handles visit length, retirement and read errors."""
-        p = self.p
+        spec, source = self.spec, self.source
         c = slot.counters
         visit_done = False
         try:
@@ -212,7 +268,7 @@ class PatchStream(Iterator[PatchResult]):
             return None
         except WsiStreamError as exc:
             self._record(slot.slide_path, "sample", exc)
-            p.stats.slides_failed += 1
+            source.stats.slides_failed += 1
             if isinstance(exc, _PERMANENT):
                 self.dead.add(c.slide_index)
             self._retire(slot)
@@ -221,25 +277,25 @@ class PatchStream(Iterator[PatchResult]):
         attempt = c.attempts - 1
         result: PatchResult | None = None
         try:
-            result = p.make_result(slot, position, stream_rng(p.seed_used, RngStream.PATCH, c.assignment, attempt))
+            result = source.make_result(slot, position, stream_rng(spec.seed, RngStream.PATCH, c.assignment, attempt))
         except TileDecodeError as exc:
             c.read_errors += 1
             self._record(slot.slide_path, "read", exc, retired=False)
-            p.stats.read_errors += 1
+            source.stats.read_errors += 1
         except WsiStreamError as exc:  # e.g. a view resolution this slide cannot deliver
             self._record(slot.slide_path, "read", exc)
-            p.stats.slides_failed += 1
+            source.stats.slides_failed += 1
             if isinstance(exc, _PERMANENT):
                 self.dead.add(c.slide_index)
             self._retire(slot)
             return None
-        slide_done = p.patches_per_slide > 0 and c.attempts >= p.patches_per_slide
+        slide_done = spec.patches_per_slide > 0 and c.attempts >= spec.patches_per_slide
         if not slide_done:
             with contextlib.suppress(WsiStreamError):  # the read that needs the tiles reports any failure
                 slot.prefetch_next()  # remote slides only: the next tiles arrive while others decode
         if slide_done:
             self._retire(slot)
-        elif c.read_errors >= p.max_read_errors:
+        elif c.read_errors >= spec.max_read_errors:
             self._record(
                 slot.slide_path,
                 "read",
@@ -247,7 +303,7 @@ class PatchStream(Iterator[PatchResult]):
             )
             self._retire(slot)
         else:
-            visit_done = attempt % p.patches_per_visit == p.patches_per_visit - 1
+            visit_done = attempt % spec.patches_per_visit == spec.patches_per_visit - 1
             if visit_done:
                 self.rr += 1
         return result
@@ -265,8 +321,3 @@ def _close_quietly(slot: Slot) -> None:
         slot.close()
     except Exception as exc:
         logger.warning("wsistream: error closing %s: %s", slot.slide_path, exc)
-
-
-def _prepend(first: Position, rest: Iterator[Position]) -> Iterator[Position]:
-    yield first
-    yield from rest
