@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import cv2
@@ -71,10 +71,11 @@ class CLAMGridSampler(PatchSampler):
     """
 
     finite: ClassVar[bool] = True
-    level: ClassVar[int] = 0
-    target_mpp: ClassVar[None] = None
-    tissue_threshold: ClassVar[float] = 0.0
-    mpp_tolerance: ClassVar[float] = DEFAULT_MPP_TOLERANCE
+    # fixed by CLAM's level-0 extraction: fields outside __init__, repr and comparison (PatchSampler declares them)
+    level: int | None = field(default=0, init=False, repr=False, compare=False)
+    target_mpp: float | None = field(default=None, init=False, repr=False, compare=False)
+    tissue_threshold: float = field(default=0.0, init=False, repr=False, compare=False)
+    mpp_tolerance: float = field(default=DEFAULT_MPP_TOLERANCE, init=False, repr=False, compare=False)
 
     patch_size: int = 512
     step_size: int | None = None

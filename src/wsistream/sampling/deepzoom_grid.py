@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class DeepZoomGrid:
 
     def level0_downsample(self, dz_level: int) -> int:
         """Level-0 pixels per pixel of DeepZoom level ``dz_level`` (a power of two)."""
-        return 2 ** (self.level_count - dz_level - 1)
+        return 1 << (self.level_count - dz_level - 1)
 
     def level_tiles(self, dz_level: int) -> tuple[int, int]:
         """(columns, rows) of tiles of a DeepZoom level."""
@@ -115,7 +116,7 @@ class DeepZoomGrid:
         )
         return slide_level, l0_loc, l_size, z_size
 
-    def tile_reads(self, dz_level: int, cols: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray | int]:
+    def tile_reads(self, dz_level: int, cols: np.ndarray, rows: np.ndarray) -> TileReads:
         """Read arguments of tiles ``(cols[i], rows[i])`` of ``dz_level``.
 
         Returns a dict with ``slide_level`` (int) and arrays ``x0, y0`` (level-0
@@ -144,6 +145,18 @@ class DeepZoomGrid:
         }
 
 
+class TileReads(TypedDict):
+    """What :meth:`DeepZoomGrid.tile_reads` returns: one read level, per-tile level-0 origins and sizes."""
+
+    slide_level: int
+    x0: np.ndarray
+    y0: np.ndarray
+    read_w: np.ndarray
+    read_h: np.ndarray
+    z_w: np.ndarray
+    z_h: np.ndarray
+
+
 def render_tile(region: np.ndarray, z_size: tuple[int, int], tile_size: int, pad: bool) -> np.ndarray:
     """``get_tile``'s scaling of a read region to ``z_size``, then optional zero padding to ``tile_size``.
 
@@ -154,7 +167,7 @@ def render_tile(region: np.ndarray, z_size: tuple[int, int], tile_size: int, pad
         from PIL import Image
 
         img = Image.fromarray(region)
-        img.thumbnail(tuple(int(v) for v in z_size), getattr(Image, "Resampling", Image).LANCZOS)
+        img.thumbnail((int(z_size[0]), int(z_size[1])), getattr(Image, "Resampling", Image).LANCZOS)
         region = np.array(img)  # writable: torch.from_numpy warns on read-only arrays
     if pad and region.shape[:2] != (tile_size, tile_size):
         out = np.zeros((tile_size, tile_size, 3), np.uint8)

@@ -31,7 +31,8 @@ class WindowDraw:
         self, sampler: PatchSampler, mask: TissueMask, plan: ReadPlan, props: SlideProperties, max_retries: int
     ) -> None:
         fractions, _, _ = fitting_windows(mask, plan, props)
-        self.rows, self.cols = np.nonzero(fractions >= sampler.window_threshold) if fractions.size else ((), ())
+        empty = np.empty(0, np.intp)
+        self.rows, self.cols = np.nonzero(fractions >= sampler.window_threshold) if fractions.size else (empty, empty)
         if len(self.rows) == 0:
             raise NoTissueError(
                 props.slide_path,
