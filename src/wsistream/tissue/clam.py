@@ -219,11 +219,11 @@ class CLAMTissueDetector(TissueDetector):
         kept, kept_holes = [], []
         for idx in np.flatnonzero(parents == -1):
             hole_ids = np.flatnonzero(parents == idx)
-            area = cv2.contourArea(contours[idx]) - sum(cv2.contourArea(contours[h]) for h in hole_ids)
+            area = cv2.contourArea(contours[int(idx)]) - sum(cv2.contourArea(contours[int(h)]) for h in hole_ids)
             if area == 0 or not area > min_tissue_area:
                 continue
-            holes = sorted((contours[h] for h in hole_ids), key=cv2.contourArea, reverse=True)
-            kept.append(contours[idx])
+            holes = sorted((contours[int(h)] for h in hole_ids), key=cv2.contourArea, reverse=True)
+            kept.append(contours[int(idx)])
             kept_holes.append([h for h in holes[: self.max_n_holes] if cv2.contourArea(h) > min_hole_area])
         return kept, kept_holes
 

@@ -17,7 +17,7 @@ when some contour keeps it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ from wsistream.tissue.base import TissueMask
 ClamCriterion = Literal["four_pt", "four_pt_hard", "center"]
 
 
-def level0_contours(mask: TissueMask) -> tuple:
+def level0_contours(mask: TissueMask) -> tuple[Any, ...]:
     """The mask's ``(contour, holes)`` pairs in level-0 pixels (derived from the mask if the detector gave none)."""
     if mask.contours:
         return mask.contours
@@ -38,14 +38,14 @@ def level0_contours(mask: TissueMask) -> tuple:
     scale = np.array([mask.downsample_x, mask.downsample_y])
     return tuple(
         (
-            contours[i].reshape(-1, 2) * scale,
-            tuple(contours[h].reshape(-1, 2) * scale for h in np.flatnonzero(parents == i)),
+            contours[int(i)].reshape(-1, 2) * scale,
+            tuple(contours[int(h)].reshape(-1, 2) * scale for h in np.flatnonzero(parents == i)),
         )
         for i in np.flatnonzero(parents == -1)
     )
 
 
-def clam_keeps(contours: tuple, x0: float, y0: float, ref_patch: int, criterion: ClamCriterion) -> bool:
+def clam_keeps(contours: tuple[Any, ...], x0: float, y0: float, ref_patch: int, criterion: ClamCriterion) -> bool:
     """Whether CLAM's ``criterion`` keeps the patch at level-0 ``(x0, y0)`` of side ``ref_patch``."""
     cx, cy = x0 + ref_patch // 2, y0 + ref_patch // 2
     if criterion == "center":

@@ -80,7 +80,7 @@ class OtsuTissueDetector(TissueDetector):
 
 def clean_mask(mask: np.ndarray, close_ksize: int, min_area_fraction: float) -> np.ndarray:
     """Morphological closing then removal of small connected components."""
-    out = mask.astype(np.uint8)
+    out: np.ndarray = mask.astype(np.uint8)
     if close_ksize > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_ksize, close_ksize))
         out = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)

@@ -7,7 +7,7 @@ Grayscale uses the ITU-R 601-2 luma weights (0.299, 0.587, 0.114), as PIL's
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -117,6 +117,7 @@ class ColorJitter(RandomTransform):
     saturation: JitterValue = 0.0
     hue: JitterValue = 0.0
     p: float = 1.0
+    _ranges: tuple[tuple[float, float] | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_probability(self.p)
@@ -176,7 +177,8 @@ def _blend_lut(factor: float, base: int) -> np.ndarray:
     truncated, exactly as ``ImagingBlend`` computes it.
     """
     t = np.float32(base) + np.float32(factor) * (_VALUES - np.float32(base))
-    return np.clip(t, 0.0, 255.0).astype(np.uint8)
+    lut: np.ndarray = np.clip(t, 0.0, 255.0).astype(np.uint8)
+    return lut
 
 
 _VALUES = np.arange(256, dtype=np.float32)
@@ -227,6 +229,7 @@ class RandomSolarize(RandomTransform):
 
     threshold: float = 128
     p: float = 0.5
+    _lut: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_probability(self.p)

@@ -21,7 +21,7 @@ Usage::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,7 +50,8 @@ class MacenkoStains:
 
 
 def _optical_density(image: np.ndarray, io: float) -> np.ndarray:
-    return -np.log((image.reshape(-1, 3).astype(np.float32) + 1.0) / np.float32(io))
+    od: np.ndarray = -np.log((image.reshape(-1, 3).astype(np.float32) + 1.0) / np.float32(io))
+    return od
 
 
 def estimate_macenko(
@@ -128,6 +129,8 @@ class MacenkoNormalizer(RandomTransform):
     alpha: float = 1.0
     beta: float = 0.15
     p: float = 1.0
+    _he: np.ndarray = field(init=False, repr=False, compare=False)  # stain_matrix as float32 (3×2)
+    _max_c: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_probability(self.p)

@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -93,6 +94,11 @@ class ViewConfig:
             raise ValueError(
                 f"view {self.name!r}: mpp_override must be a positive µm/px (e.g. 1.0 for ~10x) or None, got {m!r}"
             )
+
+    @property
+    def chain(self) -> PatchTransform | None:
+        """``transforms`` as one transform: ``__post_init__`` has composed a sequence already."""
+        return cast("PatchTransform | None", self.transforms)
 
     def view_names(self) -> list[str]:
         """Keys of this view's copies: ``["name_0", "name_1", ...]`` (shifted by ``index_offset``)."""

@@ -18,7 +18,7 @@ fired; a ColorJitter factor that is disabled in the config is NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,8 +128,8 @@ def device_chain(view: ViewConfig) -> tuple[PatchTransform, ...]:
             "path does not do; render on the CPU (view_rendering='cpu')"
         )
     ops: list[PatchTransform] = [] if view.crop is None else [view.crop]
-    if view.transforms is not None:
-        chain = view.transforms.transforms if isinstance(view.transforms, ComposeTransforms) else (view.transforms,)
+    if view.chain is not None:
+        chain = view.chain.transforms if isinstance(view.chain, ComposeTransforms) else (view.chain,)
         stack = list(chain)
         while stack:
             op = stack.pop(0)
@@ -168,11 +168,13 @@ class ViewPlanner:
     """
 
     views: Sequence[ViewConfig]
+    #: (view key, its layout, plan-vector length) per view copy, in rendering order
+    _entries: tuple[tuple[str, tuple[PlannedOp, ...], int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         views = validate_views(self.views)
         object.__setattr__(self, "views", views)
-        entries = []
+        entries: list[tuple[str, tuple[PlannedOp, ...], int]] = []
         for view in views:
             layout = plan_layout(view)
             size = sum(len(p.fields) for p in layout)
@@ -182,12 +184,12 @@ class ViewPlanner:
     @property
     def layouts(self) -> dict[str, tuple[PlannedOp, ...]]:
         """Each view key's layout, in rendering order."""
-        return {key: layout for key, layout, _ in self._entries}  # type: ignore[attr-defined]
+        return {key: layout for key, layout, _ in self._entries}
 
     def plan(self, height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One float64 vector per view copy of a ``height``×``width`` patch (see :func:`plan_views`)."""
         out: dict[str, np.ndarray] = {}
-        for key, layout, size in self._entries:  # type: ignore[attr-defined]
+        for key, layout, size in self._entries:
             vector = np.empty(size, dtype=np.float64)
             for planned in layout:
                 planned.draw(vector, rng, height, width)

@@ -78,8 +78,8 @@ def render_views(
             result = source
             if view.crop is not None:
                 result = view.crop(result, rng) if events is None else view.crop.trace_call(result, rng, events)
-            if view.transforms is not None:
-                t = view.transforms
+            if view.chain is not None:
+                t = view.chain
                 result = t(result, rng) if events is None else t.trace_call(result, rng, events)
             check_image(result, f"view {key!r} output")
             result = np.ascontiguousarray(result)
