@@ -50,6 +50,7 @@ def test_benchmark_throughput_one_and_two_workers(cohort):
         assert r["num_workers"] == w and r["batches"] == 8 and r["patches"] == 128
         assert r["patches_per_s"] > 0 and r["startup_s"] > 0 and r["slides_failed"] == 0
         assert len(r["worker_rss_bytes"]) == w
+        assert r["main_cpu_fraction"] > 0  # the consumer's own cost: receiving and unpacking the batches
 
 
 def test_worker_rss_stays_flat_over_many_slides(cohort, tmp_path):

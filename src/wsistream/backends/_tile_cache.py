@@ -33,6 +33,7 @@ class TileCache:
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._nbytes = 0
         self._lock = threading.Lock()
+        #: Lookups that found / did not find their tile (``wsistream bench`` reports the hit share).
         self.hits = 0
         self.misses = 0
         _ALL_CACHES.add(self)
@@ -117,3 +118,15 @@ def shared_tile_cache(capacity_bytes: int = DEFAULT_CACHE_BYTES) -> TileCache:
     if cache is None:
         cache = _SHARED_CACHES[capacity_bytes] = TileCache(capacity_bytes)
     return cache
+
+
+def tile_cache_counts() -> tuple[int, int]:
+    """``(hits, misses)`` summed over the shared caches of this process (:func:`shared_tile_cache`).
+
+    Those caches live as long as the process, so the counts only grow: the difference of two calls
+    around a read loop is how many decoded tiles the loop's slides reused and how many they decoded
+    (``wsistream bench`` reports it for the 20x pool, ``docs/performance.md``). A reader's private
+    cache (``JpegTileReader(cache=None)``) is not counted.
+    """
+    caches = list(_SHARED_CACHES.values())
+    return sum(c.hits for c in caches), sum(c.misses for c in caches)

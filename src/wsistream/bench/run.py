@@ -21,12 +21,26 @@ import json
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wsistream.bench.slides import bench_slides
-from wsistream.bench.workloads import decode_ceiling, open_costs, positions_of, raw_openslide_loop, stream_rate
+from wsistream.backends._tile_cache import tile_cache_counts
+from wsistream.bench.slides import BenchSlides, bench_slides
+from wsistream.bench.workloads import (
+    decode_ceiling,
+    open_costs,
+    positions_of,
+    raw_openslide_loop,
+    row,
+    stream_rate,
+)
+from wsistream.pipeline import PatchPipeline
 from wsistream.recipes import build_pipeline
+
+_POOL = "20x pool (8 slides)"
+_POOL_PATCHES = 800  # 8 slides x 100 patches
+_BIG_PATCHES = 400
 
 
 def run_bench(
@@ -45,84 +59,12 @@ def run_bench(
     t_setup = time.perf_counter()
     slides = bench_slides(cache_dir, quick=quick)
     setup_s = time.perf_counter() - t_setup
-    rows: list[dict[str, Any]] = []
-    n_pool = 800  # 8 slides x 100 patches
-
-    def add(workload: str, name: str, value: float, unit: str = "patches/s", **extra: Any) -> None:
-        rows.append({"workload": workload, "row": name, "value": round(value, 3), "unit": unit, **extra})
-
-    # -- 20x pool of 8 slides, Phikon-v2 -------------------------------------------------------
-    def phikon(paths: list[str], views: bool = False, **overrides: Any):
-        # views rows use the OpenCV resize: the one device rendering supports, so CPU and device rows compare
-        resize = {"resize": "opencv"} if views else {}
-        return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False, **resize, **overrides)
-
-    work = positions_of(phikon(slides.pool_20x)(), n_pool)
-    # the pipeline rows are best-of-`repeats`, interleaved, so a background hiccup or a cold cache does not
-    # land on one variant only; the raw loop and the ceiling likewise
-    variants = {
-        "plain": phikon(slides.pool_20x),
-        "views": phikon(slides.pool_20x, views=True),
-        "planned": phikon(slides.pool_20x, views=True, view_rendering="device"),
-    }
-    best: dict[str, tuple[float, float]] = {}
-    ceiling_tiles, raw = (0.0, 0.0), 0.0
-    for _ in range(n_repeats):
-        ceiling_tiles = max(ceiling_tiles, decode_ceiling(work))
-        raw = max(raw, raw_openslide_loop(work))
-        for name, make in variants.items():
-            measured = stream_rate(make, n_pool)
-            best[name] = max(best.get(name, (0.0, 0.0)), measured)
-    (ours, first), (ours_views, _), (ours_planned, _) = best["plain"], best["views"], best["planned"]
-    ceiling, tiles = ceiling_tiles
-    add("20x pool (8 slides)", "decode ceiling", ceiling, tiles_per_patch=round(tiles, 2))
-    add("20x pool (8 slides)", "raw read_region loop", raw)
-    add("20x pool (8 slides)", "ours phikon-v2 (opening included)", ours, vs_raw=ours / raw, vs_ceiling=ours / ceiling)
-    add(
-        "20x pool (8 slides)",
-        "ours phikon-v2 + 2 global/8 local views",
-        ours_views,
-        vs_raw=ours_views / raw,
-        views_overhead=ours / ours_views - 1,
-    )
-    add(
-        "20x pool (8 slides)",
-        "ours + the same views planned, rendered on device",
-        ours_planned,
-        vs_raw=ours_planned / raw,
-        views_overhead=ours / ours_planned - 1,
-    )
-    add("20x pool (8 slides)", "time to first patch (8-slide pool)", first, "s")
-    costs = open_costs(phikon(slides.pool_20x), slides.pool_20x)
-    add("20x pool (8 slides)", "per-slide open cost (mean)", sum(costs) / len(costs), "s", max=max(costs))
-
-    # -- 40x slide at exact 0.5 µm/px ------------------------------------------------------------
-    n_big = 400
-    work = positions_of(build_pipeline("phikon-v2", [slides.slide_40x], patches_per_slide=n_big, cycle=False), n_big)
-    ceiling, tiles = decode_ceiling(work)
-    raw = raw_openslide_loop(work)
-    ours, first = stream_rate(
-        lambda: build_pipeline("phikon-v2", [slides.slide_40x], patches_per_slide=n_big, cycle=False), n_big
-    )
-    add("40x slide, 0.5 µm/px", "decode ceiling", ceiling, tiles_per_patch=round(tiles, 2))
-    add("40x slide, 0.5 µm/px", "raw read_region(444)+resize loop", raw)
-    add("40x slide, 0.5 µm/px", "ours phikon-v2 (opening included)", ours, vs_raw=ours / raw, vs_ceiling=ours / ceiling)
-
-    # -- GPFM: 512 px at level 0 -----------------------------------------------------------------
-    def gpfm():
-        return build_pipeline("gpfm", [slides.slide_40x, slides.slide_20x], patches_per_slide=n_big // 2, cycle=False)
-
-    work = positions_of(gpfm(), n_big)
-    raw = raw_openslide_loop(work)
-    ours, _ = stream_rate(gpfm, n_big)
-    add("GPFM 512 px level 0", "raw read_region(512) loop", raw)
-    add("GPFM 512 px level 0", "ours gpfm (CLAM TCGA, opening included)", ours, vs_raw=ours / raw)
-
+    rows = _pool_rows(slides, n_repeats) + _slide_40x_rows(slides) + _gpfm_rows(slides)
     if loader:
         rows.extend(_loader_rows(slides.pool_20x))
-    add("process", "peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
+    rows.append(row("process", "peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB"))
     # last, so that its CPU-torch buffers do not count in the streaming RSS above
-    rows.extend(_device_views_rows(phikon(slides.pool_20x, views=True, view_rendering="device")))
+    rows.extend(_device_views_rows(_phikon(slides.pool_20x, views=True, view_rendering="device")))
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -139,6 +81,107 @@ def run_bench(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _phikon(paths: list[str], views: bool = False, **overrides: Any) -> Callable[[], PatchPipeline]:
+    """A factory of the Phikon-v2 recipe on ``paths`` (one pass)."""
+    # views rows use the OpenCV resize: the one device rendering supports, so CPU and device rows compare
+    resize = {"resize": "opencv"} if views else {}
+    return lambda: build_pipeline("phikon-v2", paths, views=views, cycle=False, **resize, **overrides)
+
+
+def _pool_rows(slides: BenchSlides, n_repeats: int) -> list[dict[str, Any]]:
+    """The 20x pool: ceiling, raw loop, ours plain / with CPU views / with planned views, opening, tile reuse.
+
+    The pipeline rows are best-of-``n_repeats``, interleaved, so a background hiccup or a cold cache does
+    not land on one variant only; the raw loop and the ceiling likewise.
+    """
+    work = positions_of(_phikon(slides.pool_20x)(), _POOL_PATCHES)
+    variants = {
+        "plain": _phikon(slides.pool_20x),
+        "views": _phikon(slides.pool_20x, views=True),
+        "planned": _phikon(slides.pool_20x, views=True, view_rendering="device"),
+    }
+    best: dict[str, tuple[float, float]] = {}
+    ceiling_tiles, raw = (0.0, 0.0), 0.0
+    hits = misses = 0
+    for _ in range(n_repeats):
+        ceiling_tiles = max(ceiling_tiles, decode_ceiling(work))
+        raw = max(raw, raw_openslide_loop(work))
+        for name, make in variants.items():
+            before = tile_cache_counts()
+            best[name] = max(best.get(name, (0.0, 0.0)), stream_rate(make, _POOL_PATCHES))
+            if name == "plain":
+                after = tile_cache_counts()
+                hits, misses = after[0] - before[0], after[1] - before[1]
+    (ours, first), (ours_views, _), (ours_planned, _) = best["plain"], best["views"], best["planned"]
+    ceiling, tiles = ceiling_tiles
+    costs = open_costs(_phikon(slides.pool_20x), slides.pool_20x)
+    lookups = max(hits + misses, 1)
+    return [
+        row(_POOL, "decode ceiling", ceiling, tiles_per_patch=round(tiles, 2)),
+        row(_POOL, "raw read_region loop", raw),
+        row(_POOL, "ours phikon-v2 (opening included)", ours, vs_raw=ours / raw, vs_ceiling=ours / ceiling),
+        row(
+            _POOL,
+            "ours phikon-v2 + 2 global/8 local views",
+            ours_views,
+            vs_raw=ours_views / raw,
+            views_overhead=ours / ours_views - 1,
+        ),
+        row(
+            _POOL,
+            "ours + the same views planned, rendered on device",
+            ours_planned,
+            vs_raw=ours_planned / raw,
+            views_overhead=ours / ours_planned - 1,
+        ),
+        row(_POOL, "time to first patch (8-slide pool)", first, "s"),
+        row(_POOL, "per-slide open cost (mean)", sum(costs) / len(costs), "s", max=max(costs)),
+        row(
+            _POOL,
+            "decoded-tile cache hits (ours phikon-v2)",
+            hits / lookups,
+            "fraction",
+            hits=hits,
+            misses=misses,
+            decodes_per_patch=misses / _POOL_PATCHES,
+        ),
+    ]
+
+
+def _slide_40x_rows(slides: BenchSlides) -> list[dict[str, Any]]:
+    """The 40x slide read at exactly 0.5 µm/px: ceiling, raw read + area resize loop, ours."""
+
+    def make() -> PatchPipeline:
+        return build_pipeline("phikon-v2", [slides.slide_40x], patches_per_slide=_BIG_PATCHES, cycle=False)
+
+    work = positions_of(make(), _BIG_PATCHES)
+    ceiling, tiles = decode_ceiling(work)
+    raw = raw_openslide_loop(work)
+    ours, _ = stream_rate(make, _BIG_PATCHES)
+    workload = "40x slide, 0.5 µm/px"
+    return [
+        row(workload, "decode ceiling", ceiling, tiles_per_patch=round(tiles, 2)),
+        row(workload, "raw read_region(444)+resize loop", raw),
+        row(workload, "ours phikon-v2 (opening included)", ours, vs_raw=ours / raw, vs_ceiling=ours / ceiling),
+    ]
+
+
+def _gpfm_rows(slides: BenchSlides) -> list[dict[str, Any]]:
+    """GPFM: 512 px at level 0 on the 40x and 20x slides (CLAM TCGA preset) against its own raw loop."""
+
+    def make() -> PatchPipeline:
+        paths = [slides.slide_40x, slides.slide_20x]
+        return build_pipeline("gpfm", paths, patches_per_slide=_BIG_PATCHES // 2, cycle=False)
+
+    work = positions_of(make(), _BIG_PATCHES)
+    raw = raw_openslide_loop(work)
+    ours, _ = stream_rate(make, _BIG_PATCHES)
+    return [
+        row("GPFM 512 px level 0", "raw read_region(512) loop", raw),
+        row("GPFM 512 px level 0", "ours gpfm (CLAM TCGA, opening included)", ours, vs_raw=ours / raw),
+    ]
 
 
 def _device_views_rows(make: Any) -> list[dict[str, Any]]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,6 +24,11 @@ class Workload:
     level: int
     read_size: int
     patch_size: int
+
+
+def row(workload: str, name: str, value: float, unit: str = "patches/s", **extra: Any) -> dict[str, Any]:
+    """One result row of ``wsistream bench`` (``extra``: ratios and counts shown beside the value)."""
+    return {"workload": workload, "row": name, "value": round(value, 3), "unit": unit, **extra}
 
 
 def rate(n: int, seconds: float) -> float:
@@ -74,11 +81,11 @@ def decode_ceiling(work: Workload) -> tuple[float, float]:
         for slide, x0, y0 in work.reads:
             if slide not in files:
                 tif = tifffile.TiffFile(slide)
-                pages = [p for p in tif.pages if p.is_tiled]
+                pages = [p for p in tif.pages if isinstance(p, tifffile.TiffPage) and p.is_tiled]
                 files[slide] = (tif, pages)
             tif, pages = files[slide]
             page = pages[work.level]
-            ds = tif.pages[0].imagewidth / page.imagewidth
+            ds = pages[0].imagewidth / page.imagewidth  # the first tiled page is level 0
             tw, th = page.tilewidth, page.tilelength
             cols = -(-page.imagewidth // tw)
             lx, ly = int(x0 / ds), int(y0 / ds)
@@ -113,6 +120,34 @@ def stream_rate(make: Callable[[], PatchPipeline], n: int) -> tuple[float, float
     elapsed = time.perf_counter() - t0
     stream.close()
     return rate(count, elapsed), first
+
+
+def concurrent_stream_rate(make: Callable[[], PatchPipeline], n: int, processes: int) -> float:
+    """Summed patches/s of ``processes`` copies of :func:`stream_rate` started together, one per process.
+
+    No DataLoader: each child builds its pipeline, waits at a barrier, then
+    streams ``n`` patches. The sum is what this machine gives that many
+    independent streams at this moment, the ceiling a DataLoader with as many
+    workers can reach (it adds collation, inter-process transfer, and a main
+    process that needs CPU too); measured beside the loader rows so that a
+    busy machine shows in both.
+    """
+    ctx = mp.get_context()
+    barrier = ctx.Barrier(processes)
+    results = ctx.SimpleQueue()
+    children = [ctx.Process(target=_stream_child, args=(make, n, barrier, results)) for _ in range(processes)]
+    for child in children:
+        child.start()
+    rates = [float(results.get()) for _ in children]
+    for child in children:
+        child.join()
+    return sum(rates)
+
+
+def _stream_child(make: Callable[[], PatchPipeline], n: int, barrier: Any, results: Any) -> None:
+    make()  # imports and the recipe's checks, outside the timed part as in the parent's rows
+    barrier.wait()
+    results.put(stream_rate(make, n)[0])
 
 
 def open_costs(make: Callable[[], PatchPipeline], slides: Sequence[str]) -> list[float]:

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from typing import Any
 
 from wsistream.pipeline import PatchPipeline
@@ -103,73 +104,80 @@ def run_pool(
     ``hard_timeout_s`` (default ``1.5 · timeout_s + 10``) is how long the
     parent waits for one slide before killing the workers.
     """
-    n = len(paths)
-    rows: list[dict[str, Any] | None] = [None] * n
-    pending: deque[int] = deque(range(n))
-    suspects: set[int] = set()
     hard = hard_timeout_s if hard_timeout_s is not None else (1.5 * timeout_s + 10 if timeout_s else None)
-    ctx = mp.get_context()
-    done = 0
+    run = _PoolRun(paths, spec, recipe, workers, decode_samples, timeout_s, hard, on_result)
+    while run.pending:
+        run.generation()
+    return [row for row in run.rows if row is not None]
 
-    def deliver(index: int, row: dict[str, Any]) -> None:
-        nonlocal done
-        rows[index] = row
-        done += 1
-        if on_result is not None:
-            on_result(done, n, row)
 
-    while pending:
+_Running = dict[Future[tuple[int, dict[str, Any]]], tuple[int, float]]
+
+
+@dataclass(eq=False)
+class _PoolRun:
+    """The state of one :func:`run_pool` call: rows so far, slides still to check, slides that broke a pool.
+
+    Each :meth:`generation` is one process pool, used until every slide has a
+    row or the pool has to be replaced (a worker died, or a slide hung).
+    """
+
+    paths: Sequence[str]
+    spec: PipelineSpec
+    recipe: str | None
+    workers: int
+    decode_samples: int
+    timeout_s: float | None
+    hard_s: float | None
+    on_result: ResultCallback | None
+    rows: list[dict[str, Any] | None] = field(init=False)
+    pending: deque[int] = field(init=False)
+    suspects: set[int] = field(default_factory=set, init=False)
+    done: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = [None] * len(self.paths)
+        self.pending = deque(range(len(self.paths)))
+
+    def deliver(self, index: int, row: dict[str, Any]) -> None:
+        """Keep ``row`` as slide ``index``'s and report progress."""
+        self.rows[index] = row
+        self.done += 1
+        if self.on_result is not None:
+            self.on_result(self.done, len(self.paths), row)
+
+    def generation(self) -> None:
+        """One pool: submit, collect, and stop it early (killing its workers) after a crash or a hang."""
+        ctx = mp.get_context()
         pids = ctx.SimpleQueue()
         executor = ProcessPoolExecutor(
-            max_workers=max(1, min(workers, len(pending))),
+            max_workers=max(1, min(self.workers, len(self.pending))),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(spec, pids),
+            initargs=(self.spec, pids),
         )
-        running: dict[Future[tuple[int, dict[str, Any]]], tuple[int, float]] = {}
+        running: _Running = {}
         clean = False
         try:
             restart = False
-            while (pending or running) and not restart:
-                _submit(executor, running, pending, suspects, workers, paths, decode_samples, timeout_s)
+            while (self.pending or running) and not restart:
+                _submit(
+                    executor,
+                    running,
+                    self.pending,
+                    self.suspects,
+                    self.workers,
+                    self.paths,
+                    self.decode_samples,
+                    self.timeout_s,
+                )
                 finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-                broken: list[int] = []
-                for future in finished:
-                    index, _ = running.pop(future)
-                    try:
-                        deliver(*future.result())
-                    except BrokenProcessPool:  # some worker died
-                        broken.append(index)
-                    except Exception as exc:  # e.g. a row that could not be sent back
-                        deliver(index, _failure_row(paths[index], recipe, type(exc).__name__, str(exc)))
-                if broken:  # the pool's other futures fail too: every slide in flight is a suspect
-                    wait(list(running), timeout=10)
-                    for future, (index, _) in running.items():
-                        if future.done() and future.exception() is None:
-                            deliver(*future.result())
-                        else:
-                            broken.append(index)
-                    running.clear()
+                broken = self._collect(finished, running)
+                if broken:
+                    self._requeue_broken(broken, running)
                     restart = True
-                    for index in broken:
-                        if index in suspects:  # it ran alone and killed its worker again
-                            reason = "the worker process died while checking this slide, twice (a crash in C code?)"
-                            deliver(index, _failure_row(paths[index], recipe, "WorkerCrashed", reason))
-                        else:
-                            suspects.add(index)
-                            pending.appendleft(index)
-                    break
-                now = time.monotonic()
-                for future, (index, start) in list(running.items()):
-                    if hard is not None and now - start > hard:
-                        running.pop(future)
-                        reason = f"no result after {hard:g} s (the slide library did not return); worker killed"
-                        deliver(index, _failure_row(paths[index], recipe, "SlideCheckTimeout", reason))
-                        restart = True
-                if restart:
-                    for index, _ in running.values():
-                        pending.appendleft(index)
-                    running.clear()
+                else:
+                    restart = self._stop_hung(running)
             clean = not restart
         finally:
             if clean:
@@ -177,12 +185,61 @@ def run_pool(
             else:
                 _kill_workers(pids)
                 executor.shutdown(wait=False, cancel_futures=True)
-    return [row for row in rows if row is not None]
+
+    def _collect(self, finished: set[Future[tuple[int, dict[str, Any]]]], running: _Running) -> list[int]:
+        """Deliver the finished rows; the indices whose worker died (``BrokenProcessPool``)."""
+        broken: list[int] = []
+        for future in finished:
+            index, _ = running.pop(future)
+            try:
+                self.deliver(*future.result())
+            except BrokenProcessPool:  # some worker died
+                broken.append(index)
+            except Exception as exc:  # e.g. a row that could not be sent back
+                self.deliver(index, _failure_row(self.paths[index], self.recipe, type(exc).__name__, str(exc)))
+        return broken
+
+    def _requeue_broken(self, broken: list[int], running: _Running) -> None:
+        """After a worker died: the pool's other futures fail too, so every slide in flight is a suspect.
+
+        A suspect runs alone in the next pool; one that was a suspect already
+        killed its worker twice and gets a ``WorkerCrashed`` row.
+        """
+        wait(list(running), timeout=10)
+        for future, (index, _) in running.items():
+            if future.done() and future.exception() is None:
+                self.deliver(*future.result())
+            else:
+                broken.append(index)
+        running.clear()
+        for index in broken:
+            if index in self.suspects:  # it ran alone and killed its worker again
+                reason = "the worker process died while checking this slide, twice (a crash in C code?)"
+                self.deliver(index, _failure_row(self.paths[index], self.recipe, "WorkerCrashed", reason))
+            else:
+                self.suspects.add(index)
+                self.pending.appendleft(index)
+
+    def _stop_hung(self, running: _Running) -> bool:
+        """Give slides past the hard limit a ``SlideCheckTimeout`` row; re-queue the rest; True if any hung."""
+        now = time.monotonic()
+        restart = False
+        for future, (index, start) in list(running.items()):
+            if self.hard_s is not None and now - start > self.hard_s:
+                running.pop(future)
+                reason = f"no result after {self.hard_s:g} s (the slide library did not return); worker killed"
+                self.deliver(index, _failure_row(self.paths[index], self.recipe, "SlideCheckTimeout", reason))
+                restart = True
+        if restart:
+            for index, _ in running.values():
+                self.pending.appendleft(index)
+            running.clear()
+        return restart
 
 
 def _submit(
     executor: ProcessPoolExecutor,
-    running: dict[Future[tuple[int, dict[str, Any]]], tuple[int, float]],
+    running: _Running,
     pending: deque[int],
     suspects: set[int],
     workers: int,

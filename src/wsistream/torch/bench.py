@@ -46,7 +46,9 @@ def benchmark_throughput(
         measured time spent waiting, ~1 for an empty loop), ``startup_s``
         (time to the first batch), ``slides_opened``, ``slides_failed``,
         ``failures``, ``worker_rss_bytes`` (per shard), ``max_worker_rss_bytes``,
-        and the configuration.
+        ``main_cpu_fraction`` (CPU seconds of this process, its threads included,
+        per measured second: what collation, transfer and the loop cost the
+        consumer, which competes with the workers for cores), and the configuration.
     """
     if n_batches < 1 or warmup_batches < 0:
         raise ValueError(f"need n_batches >= 1 and warmup_batches >= 0, got {n_batches} and {warmup_batches}")
@@ -55,6 +57,7 @@ def benchmark_throughput(
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, **loader_kwargs)
     monitor = MonitoredLoader(loader, log_every_s=None)
     start = time.perf_counter()
+    cpu_from = time.process_time()
     startup_s = None
     measured_from = None
     base: dict[str, Any] = {}
@@ -64,9 +67,11 @@ def benchmark_throughput(
         if seen == warmup_batches:
             base = monitor.stats()
             measured_from = time.perf_counter()
+            cpu_from = time.process_time()
         if seen >= warmup_batches + n_batches:
             break
     end = time.perf_counter()
+    cpu_s = time.process_time() - cpu_from
     final = monitor.stats()
     if measured_from is None:  # warm-up 0, or the stream ended during it
         measured_from, base = start, {"patches": 0, "batches": 0, "wait_s": 0.0}
@@ -88,4 +93,5 @@ def benchmark_throughput(
         "failures": final["failures"],
         "worker_rss_bytes": final["worker_rss_bytes"],
         "max_worker_rss_bytes": final["max_worker_rss_bytes"],
+        "main_cpu_fraction": cpu_s / seconds,
     }
