@@ -36,6 +36,9 @@ def test_quick_bench_writes_every_row(tmp_path):
     assert abs(ours["vs_ceiling"] - ours["value"] / ceiling) <= 0.01 * ours["vs_ceiling"]
     planned = rows[(pool, "ours + the same views planned, rendered on device")]
     assert abs(planned["views_overhead"] - (ours["value"] / planned["value"] - 1)) < 0.01
+    reuse = rows[(pool, "decoded-tile cache hits (ours phikon-v2)")]  # the shared cache's counters, read
+    assert reuse["hits"] + reuse["misses"] > 0 and reuse["misses"] > 0
+    assert abs(reuse["value"] - reuse["hits"] / (reuse["hits"] + reuse["misses"])) < 1e-3
     gpfm = rows[("GPFM 512 px level 0", "ours gpfm (CLAM TCGA, opening included)")]
     gpfm_raw = rows[("GPFM 512 px level 0", "raw read_region(512) loop")]
     assert abs(gpfm["vs_raw"] - gpfm["value"] / gpfm_raw["value"]) <= 0.01 * gpfm["vs_raw"]
