@@ -82,6 +82,19 @@ def gigapath_key(key: str) -> str | None:
     return None
 
 
+def _their_key(ours: str) -> str:
+    """The ``LongNetViT`` key that :func:`gigapath_key` maps to ``ours`` (for naming missing keys)."""
+    if ours in _TOP_EXACT.values():
+        return ours
+    m = re.match(r"^layers\.(\d+)\.(.+)$", ours)
+    if m:
+        n, rest = m.groups()
+        theirs = next(t for t, o in _LAYER_PARTS.items() if rest.startswith(o))
+        return f"encoder.layers.{n}.{theirs}{rest[len(_LAYER_PARTS[theirs]) :]}"
+    theirs = next(t for t, o in _TOP.items() if ours.startswith(o))
+    return theirs + ours[len(_TOP[theirs]) :]
+
+
 def _read_state_dict(path: Path, checkpoint_key: str | None, trusted: bool) -> dict[str, torch.Tensor]:
     """The LongNetViT tensors of ``path`` under ``checkpoint_key`` (default ``"model"`` if present), prefix removed."""
     if not path.is_file():
@@ -198,7 +211,7 @@ def load_gigapath_slide_encoder(
             unexpected.append(key)
         else:
             mapped[ours] = value
-    missing = [k for k in own if k not in mapped and k != "mask_token"]
+    missing = [_their_key(k) for k in own if k not in mapped and k != "mask_token"]
     if missing or unexpected:
         raise CheckpointKeyError(source, missing, unexpected, hint="expected prov-gigapath LongNetViT keys")
     bad = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in mapped.items() if v.shape != own[k].shape]
