@@ -162,12 +162,12 @@ class EncoderOutput:
     Attributes
     ----------
     cls : torch.Tensor
-        (B, D) final-layer CLS token after the final LayerNorm.
+        (B, D) final-layer CLS token after the final LayerNorm (reference mode: ``encoder_norm``, then ``norm``).
     patch : torch.Tensor
-        (B, L, D) final-layer tile tokens after the final LayerNorm.
+        (B, L, D) final-layer tile tokens after the same normalisation as ``cls``.
     layer_cls : torch.Tensor or None
-        (B, len(layers), D) CLS of the requested layers, each through the final LayerNorm
-        (the reference's ``all_layer_embed=True`` path).
+        (B, len(layers), D) CLS of the requested layers, each through ``norm`` only
+        (the reference's ``all_layer_embed=True`` path, which skips the torchscale encoder's LayerNorm).
     """
 
     cls: torch.Tensor
