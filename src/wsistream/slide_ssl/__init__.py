@@ -24,6 +24,9 @@ _EXPORTS: dict[str, str] = {
     "SlideEncoder": "encoder",
     "EncoderOutput": "encoder",
     "sincos_2d": "encoder",
+    "reference_sincos_2d": "encoder",
+    "load_gigapath_slide_encoder": "gigapath",
+    "GIGAPATH_SEGMENT_LENGTHS": "gigapath",
     # data and crops
     "SlideCohort": "data",
     "SlideTokens": "data",

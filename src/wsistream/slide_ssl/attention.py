@@ -21,6 +21,15 @@ backward pass — kept here). Two differences, both deliberate: padded keys are
 masked out (the reference attends to its zero padding), and the lse is computed
 with a chunked score pass since SDPA does not return it (the reference uses
 flash-attn, which does).
+
+``reference_padding=True`` reproduces the reference's segmentation instead: each
+branch cuts the sequence into segments of ``min(w, L)`` tokens, zero-pads the
+last one to that length and every segment to a multiple of ``r``, and attends
+over the zero tokens unmasked (a zero key scores 0 and carries a zero value, so
+it only adds to the softmax denominator and to the lse) — what ``gathering`` +
+``flash_attn_func`` compute, since the flash path never reads a padding mask —
+and lays the outputs back as ``scattering`` does (see
+``_attend_branch_reference`` for its shift when ``w`` is not a multiple of ``r``).
 """
 
 from __future__ import annotations
@@ -116,6 +125,7 @@ def _attend_part(
         empty = ~keep.any(dim=-1, keepdim=True)  # rows whose keys are all padding: their queries are padding too
         keep = keep | empty
     fused = _fused_attention_lse(qs, ks, vs, keep) if (need_lse and dropout_p == 0.0) else None
+    lse: torch.Tensor | None
     if fused is not None:
         out, lse = fused
     else:
@@ -170,8 +180,32 @@ def _attend_branch(
     if len(parts) == 1:
         return parts[0]
     out = torch.cat([p[0] for p in parts], 1)
-    lse = torch.cat([p[1] for p in parts], 1) if need_lse else None  # type: ignore[misc]
-    return out, lse
+    part_lses = [p[1] for p in parts if p[1] is not None]
+    return out, torch.cat(part_lses, 1) if need_lse else None
+
+
+def _attend_branch_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment: int, dilation: int, dropout_p: float, need_lse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One branch segmented as torchscale ``gathering`` / ``scattering`` do, zero padding attended.
+
+    Segments of ``seg = min(segment, L)`` tokens (the sequence zero-padded to a multiple of ``seg``), each
+    zero-padded to ``seg_r``, a multiple of ``dilation``. ``scattering`` lays the outputs back as
+    ``n * seg_r`` positions and keeps the first ``L``: when ``seg`` is not a multiple of ``dilation`` the
+    outputs of the second segment on are shifted by ``seg_r - seg`` per segment. Kept, as it is the
+    reference's output (with prov-gigapath's segments only the 185363-token branch, ``r = 8``, does this,
+    on sequences longer than 185363 tokens).
+    """
+    b, length, h, d = q.shape
+    seg = min(segment, length)
+    n = math.ceil(length / seg)
+    seg_r = math.ceil(seg / dilation) * dilation
+    if n * seg > length:
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, n * seg - length)) for t in (q, k, v))
+    qs, ks, vs = (F.pad(t.reshape(b * n, seg, h, d), (0, 0, 0, 0, 0, seg_r - seg)) for t in (q, k, v))
+    out, lse = _attend_part(qs, ks, vs, None, seg_r, dilation, dropout_p, need_lse)
+    out = out.reshape(b, n * seg_r, h, d)[:, :length]
+    return out, None if lse is None else lse.reshape(b, n * seg_r, h)[:, :length]
 
 
 def dilated_attention(
@@ -182,6 +216,7 @@ def dilated_attention(
     dilations: Sequence[int],
     key_padding_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
+    reference_padding: bool = False,
 ) -> torch.Tensor:
     """Multi-branch dilated attention.
 
@@ -196,6 +231,9 @@ def dilated_attention(
         (B, L) bool, ``True`` at padding tokens; they receive no attention.
     dropout_p : float
         Attention dropout (torchscale ``attention_dropout``, 0 in LongNet configs).
+    reference_padding : bool
+        Segment and zero-pad as the reference does and attend to the zero padding
+        (see the module docstring); no ``key_padding_mask`` then, as the reference has none.
 
     Returns
     -------
@@ -207,12 +245,21 @@ def dilated_attention(
         raise ValueError(
             f"segment_lengths={segment_lengths!r} and dilations={dilations!r} must be non-empty and equal-length"
         )
+    if reference_padding and key_padding_mask is not None:
+        raise ValueError(
+            "reference_padding=True attends to every token as the reference does; pass no key_padding_mask"
+        )
     multi = len(segment_lengths) > 1
-    outs, lses = [], []
+    outs: list[torch.Tensor] = []
+    lses: list[torch.Tensor] = []
     for seg, dil in zip(segment_lengths, dilations, strict=True):
-        o, lse = _attend_branch(q, k, v, key_padding_mask, int(seg), int(dil), dropout_p, need_lse=multi)
+        if reference_padding:
+            o, lse = _attend_branch_reference(q, k, v, int(seg), int(dil), dropout_p, need_lse=multi)
+        else:
+            o, lse = _attend_branch(q, k, v, key_padding_mask, int(seg), int(dil), dropout_p, need_lse=multi)
         outs.append(o)
-        lses.append(lse)
+        if lse is not None:
+            lses.append(lse)
     if not multi:
         return outs[0]
     weights = torch.softmax(torch.stack(lses, 0), dim=0)  # (branches, B, L, H), constants (no grad)
@@ -227,6 +274,7 @@ class DilatedSelfAttention(nn.Module):
 
     ``subln=True`` adds a LayerNorm before the output projection (torchscale
     ``EncoderConfig.subln`` default, ``inner_attn_ln`` in ``multihead_attention.py``).
+    ``reference_padding=True``: see :func:`dilated_attention`.
     """
 
     def __init__(
@@ -238,9 +286,11 @@ class DilatedSelfAttention(nn.Module):
         attn_dropout: float = 0.0,
         subln: bool = True,
         eps: float = 1e-6,
+        reference_padding: bool = False,
     ) -> None:
         super().__init__()
         self.heads = heads
+        self.reference_padding = reference_padding
         self.segment_lengths = tuple(int(s) for s in segment_lengths)
         self.dilations = tuple(int(r) for r in dilations)
         self.attn_dropout = attn_dropout
@@ -256,5 +306,8 @@ class DilatedSelfAttention(nn.Module):
         shape = (b, length, self.heads, dim // self.heads)
         q, k, v = (proj(x).view(shape) for proj in (self.q_proj, self.k_proj, self.v_proj))
         p = self.attn_dropout if self.training else 0.0
-        out = dilated_attention(q, k, v, self.segment_lengths, self.dilations, key_padding_mask, p)
-        return self.out_proj(self.inner_norm(out.reshape(b, length, dim)))
+        out = dilated_attention(
+            q, k, v, self.segment_lengths, self.dilations, key_padding_mask, p, reference_padding=self.reference_padding
+        )
+        projected: torch.Tensor = self.out_proj(self.inner_norm(out.reshape(b, length, dim)))
+        return projected

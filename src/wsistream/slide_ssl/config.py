@@ -58,6 +58,19 @@ class EncoderConfig:
     (``torch.utils.checkpoint``, RNG state preserved so dropout masks repeat): activation memory of one
     layer instead of ``depth`` layers, for about one extra forward of compute (torchscale's
     ``checkpoint_activations``; off by default as in the reference runs).
+
+    ``mode="reference"`` reproduces the released encoders' numerics (prov-gigapath
+    ``gigapath/slide_encoder.py`` ``LongNetViT`` over ``gigapath/torchscale``; the same files in SLP
+    ``dino/slide_encoder``), where the default deliberately differs (see :mod:`.encoder` and
+    ``docs/slide_ssl.md``): position embedding with ``y`` in the first half and the flat index
+    ``x * slide_ngrids + y`` wrapping at ``slide_ngrids`` (``coords_to_pos`` + ``get_2d_sincos_pos_embed``);
+    the torchscale encoder's own final LayerNorm before the outer one; dropout ``dropout`` on the input
+    tokens (torchscale ``Encoder.forward_embedding``); the zero padding of dilated-attention segments
+    attended, not masked (flash-attention path); padded tokens zeroed at the input and not masked.
+    ``layer_eps`` is the eps of every LayerNorm but the outer final one (``eps``); ``None`` means the
+    mode's value: ``eps`` by default, 1e-5 in reference mode (torchscale ``EncoderConfig.layernorm_eps``,
+    which LongNetConfig.py never overrides). ``slide_ngrids`` (LongNetViT's default 1000) is read in
+    reference mode only.
     """
 
     in_dim: int = 1536
@@ -73,8 +86,14 @@ class EncoderConfig:
     subln: bool = True
     eps: float = 1e-6
     checkpoint_layers: bool = False
+    mode: Literal["default", "reference"] = "default"
+    layer_eps: float | None = None
+    slide_ngrids: int = 1000
 
     def __post_init__(self) -> None:
+        _check(self.mode in ("default", "reference"), f"mode={self.mode!r}; pass 'default' or 'reference'")
+        _check(self.eps > 0 and (self.layer_eps is None or self.layer_eps > 0), "eps and layer_eps must be > 0")
+        _check(self.slide_ngrids >= 1, f"slide_ngrids must be >= 1, got {self.slide_ngrids}")
         object.__setattr__(self, "segment_lengths", tuple(int(s) for s in self.segment_lengths))
         object.__setattr__(self, "dilations", tuple(int(r) for r in self.dilations))
         for name in ("in_dim", "dim", "depth", "heads", "ffn_dim"):
@@ -92,6 +111,22 @@ class EncoderConfig:
             _check(s >= r, f"segment length {s} is shorter than its dilation {r}; pass segment >= dilation")
         for name in ("dropout", "attn_dropout", "drop_path"):
             _check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def reference(self) -> bool:
+        """True in ``mode="reference"``."""
+        return self.mode == "reference"
+
+    @property
+    def inner_eps(self) -> float:
+        """Eps of every LayerNorm but the outer final one: ``layer_eps``, else the mode's value.
+
+        Resolved here rather than in ``__post_init__`` so that ``dataclasses.replace(cfg, mode=...)`` of a
+        config with ``layer_eps=None`` takes the new mode's value.
+        """
+        if self.layer_eps is not None:
+            return float(self.layer_eps)
+        return 1e-5 if self.reference else float(self.eps)
 
 
 @dataclass(frozen=True)

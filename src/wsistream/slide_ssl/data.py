@@ -11,7 +11,8 @@ Grid rule (what the encoder's position embedding and the crops use):
   ``floor(coords / 256)`` (``LongNetViT.coords_to_pos``, SLP ``dino/slide_encoder/slide_encoder.py``).
 
 Tokens are ordered row-major (by grid ``y``, then ``x``) whatever the file order, so a LongNet segment
-is a horizontal band of the slide.
+is a horizontal band of the slide. ``order="file"`` keeps the file's order instead, as the reference
+feeds its encoder (``SlideEncoder`` in reference mode needs it to reproduce released encoders' outputs).
 
 Input rules: a tile with a non-finite feature or coordinate is dropped (recorded); a slide is skipped
 (recorded, never raised mid-training) when it cannot be read, has no coordinates, has all tiles on one
@@ -91,7 +92,7 @@ class SkipRecord:
 
 @dataclass(frozen=True)
 class SlideTokens:
-    """One slide ready for cropping: finite features and integer grid indices, row-major order."""
+    """One slide ready for cropping: finite features and integer grid indices, row-major (or file) order."""
 
     slide_id: str
     features: np.ndarray  # (N, d) float32
@@ -159,8 +160,11 @@ def _npy_has_coordinates(path: Path, sf: SlideFeatures) -> str | None:
     return None
 
 
+TileOrder = Literal["row_major", "file"]
+
+
 def _prepare(
-    sf: SlideFeatures, path: Path, min_tiles: int, tile_size: float | None
+    sf: SlideFeatures, path: Path, min_tiles: int, tile_size: float | None, order: TileOrder = "row_major"
 ) -> tuple[SlideTokens, list[SkipRecord]]:
     notes: list[SkipRecord] = []
     if sf.attrs.get("layout") == "histossl":
@@ -187,9 +191,9 @@ def _prepare(
         raise _Skip(f"no usable coordinates: {exc}") from exc
     if len(np.unique(grid, axis=0)) == 1:
         raise _Skip("all tiles fall on one grid cell: coordinates are missing or constant")
-    order = np.lexsort((grid[:, 0], grid[:, 1]))
-    feats = np.ascontiguousarray(sf.features[order], dtype=np.float32)
-    return SlideTokens(sf.slide_id, feats, np.ascontiguousarray(grid[order])), notes
+    idx = np.lexsort((grid[:, 0], grid[:, 1])) if order == "row_major" else np.arange(len(grid))
+    feats = np.ascontiguousarray(sf.features[idx], dtype=np.float32)
+    return SlideTokens(sf.slide_id, feats, np.ascontiguousarray(grid[idx])), notes
 
 
 def feature_paths(root: str | os.PathLike[str]) -> list[Path]:
@@ -232,6 +236,7 @@ class SlideCohort:
     min_tiles: int = 16
     tile_size: float | None = None
     _cache: dict[int, SlideTokens] | None = None
+    order: TileOrder = "row_major"
 
     @classmethod
     def scan(
@@ -242,15 +247,21 @@ class SlideCohort:
         input_dim: int | None = None,
         tile_size: float | None = None,
         preload: bool = True,
+        order: TileOrder = "row_major",
     ) -> SlideCohort:
-        """Read and validate every slide under ``root`` once; keep them in memory when ``preload``."""
+        """Read and validate every slide under ``root`` once; keep them in memory when ``preload``.
+
+        ``order``: tokens row-major (default) or in the file's order (``"file"``, what reference mode needs).
+        """
         if min_tiles < 1:
             raise ValueError(f"min_tiles must be >= 1, got {min_tiles}")
+        if order not in ("row_major", "file"):
+            raise ValueError(f"order={order!r}; pass 'row_major' or 'file'")
         skips: list[SkipRecord] = []
         kept: list[tuple[Path, SlideTokens]] = []
         for p in feature_paths(root):
             try:
-                tokens, notes = _prepare(_read(p), p, min_tiles, tile_size)
+                tokens, notes = _prepare(_read(p), p, min_tiles, tile_size, order)
             except FeatureFileError as exc:
                 skips.append(SkipRecord(str(p), exc.reason))
                 continue
@@ -280,6 +291,7 @@ class SlideCohort:
             min_tiles=min_tiles,
             tile_size=tile_size,
             _cache=cache,
+            order=order,
         )
 
     def __len__(self) -> int:
@@ -297,6 +309,7 @@ class SlideCohort:
             min_tiles=self.min_tiles,
             tile_size=self.tile_size,
             _cache={j: self.load(i) for j, i in enumerate(idx)},
+            order=self.order,
         )
 
     def without(self, slide_ids: Collection[str]) -> SlideCohort:
@@ -328,7 +341,7 @@ class SlideCohort:
             return self._cache[i]
         p = self.paths[i]
         try:
-            tokens, _ = _prepare(_read(p), p, self.min_tiles, self.tile_size)
+            tokens, _ = _prepare(_read(p), p, self.min_tiles, self.tile_size, self.order)
         except _Skip as exc:
             raise FeatureFileError(str(p), f"slide changed since the scan: {exc}") from exc
         if tokens.features.shape[1] != self.dim:

@@ -18,6 +18,27 @@ inside attention before the output projection and inside the FFN before
 ``fc2``, GELU, dropout on both residual branches. The reference applies a
 LayerNorm at the end of the torchscale encoder *and* in ``LongNetViT``; one
 final LayerNorm is kept here.
+
+``EncoderConfig(mode="reference")`` reproduces the reference's numerics instead
+(what :func:`~wsistream.slide_ssl.gigapath.load_gigapath_slide_encoder` returns):
+
+- position embedding as ``LongNetViT`` evaluates it (:func:`reference_sincos_2d`):
+  the table row of the flat index ``x * slide_ngrids + y`` (``coords_to_pos``), whose
+  first half encodes ``y`` and second half ``x`` (``get_2d_sincos_pos_embed``
+  builds its grid with ``np.meshgrid(w, h)``: "here w goes first"), so a ``y`` of
+  ``slide_ngrids`` or more runs into the next row; computed in float64 as numpy does;
+- the torchscale encoder's final LayerNorm (``encoder.layer_norm``) and then
+  ``LongNetViT.norm`` on the final output; per-layer CLS (``all_layer_embed``) only
+  through ``LongNetViT.norm``, as ``encoder_states`` are taken before
+  ``encoder.layer_norm``;
+- every LayerNorm of the layers and ``encoder.layer_norm`` with eps 1e-5
+  (torchscale ``layernorm_eps``), ``LongNetViT.norm`` with ``eps`` (1e-6);
+- dropout ``cfg.dropout`` on the input tokens, CLS included
+  (``Encoder.forward_embedding``), GELU evaluated in float32 (``FeedForwardNetwork``);
+- dilated attention over the reference's zero-padded segments, padding attended
+  (:func:`~wsistream.slide_ssl.attention.dilated_attention` ``reference_padding``);
+  padded tokens of a batch are zeroed at the input (``x * (1 - encoder_padding_mask)``)
+  and take part in attention, as the flash-attention path never reads the mask.
 """
 
 from __future__ import annotations
@@ -34,8 +55,19 @@ from wsistream.slide_ssl.attention import DilatedSelfAttention
 from wsistream.slide_ssl.config import EncoderConfig
 
 
+def _sincos_halves(first: torch.Tensor, second: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[sin(first * w), cos(first * w), sin(second * w), cos(second * w)]``, ``w_i = 10000 ** (-i / (dim / 4))``."""
+    quarter = dim // 4
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=dtype, device=first.device) / quarter))
+    out = []
+    for p in (first, second):
+        angle = p.to(dtype).unsqueeze(-1) * omega
+        out += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(out, dim=-1)
+
+
 def sincos_2d(pos: torch.Tensor, dim: int) -> torch.Tensor:
-    """Fixed 2-D sin-cos embedding of integer grid positions.
+    """Fixed 2-D sin-cos embedding of integer grid positions (the default mode's layout).
 
     Parameters
     ----------
@@ -44,15 +76,34 @@ def sincos_2d(pos: torch.Tensor, dim: int) -> torch.Tensor:
     dim : int
         Embedding size, a multiple of 4: the first half encodes ``x``, the second ``y``,
         each as ``[sin(p * w_i), cos(p * w_i)]`` with ``w_i = 10000 ** (-i / (dim / 4))`` (MAE
-        ``get_1d_sincos_pos_embed_from_grid``).
+        ``get_1d_sincos_pos_embed_from_grid``), in float32.
     """
-    quarter = dim // 4
-    omega = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=torch.float32, device=pos.device) / quarter))
-    out = []
-    for axis in (0, 1):
-        angle = pos[..., axis].to(torch.float32).unsqueeze(-1) * omega
-        out += [torch.sin(angle), torch.cos(angle)]
-    return torch.cat(out, dim=-1)
+    return _sincos_halves(pos[..., 0], pos[..., 1], dim, torch.float32)
+
+
+def reference_sincos_2d(pos: torch.Tensor, dim: int, slide_ngrids: int = 1000) -> torch.Tensor:
+    """The position embedding as prov-gigapath ``LongNetViT`` looks it up (``EncoderConfig(mode="reference")``).
+
+    ``coords_to_pos`` gives the flat index ``p = x * slide_ngrids + y`` into the table of
+    ``get_2d_sincos_pos_embed(dim, slide_ngrids)``, whose row ``p`` encodes ``(p % slide_ngrids,
+    p // slide_ngrids)`` with the first component in the first half — ``y`` first, ``x`` second while
+    ``y < slide_ngrids``; a larger ``y`` runs into the next row, as in the reference. Float64 (numpy
+    builds the table in float64), float32 on MPS, which has no float64.
+
+    Raises
+    ------
+    ValueError
+        When a flat index falls outside the ``slide_ngrids ** 2`` table (the reference's lookup fails there).
+    """
+    g = int(slide_ngrids)
+    flat = pos[..., 0].long() * g + pos[..., 1].long()
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= g * g):
+        raise ValueError(
+            f"grid index x * {g} + y outside 0..{g * g - 1} (x up to {int(pos[..., 0].max())}, y up to "
+            f"{int(pos[..., 1].max())}); pass a larger slide_ngrids"
+        )
+    dtype = torch.float32 if pos.device.type == "mps" else torch.float64
+    return _sincos_halves(flat % g, flat // g, dim, dtype)
 
 
 class _DropPath(nn.Module):
@@ -74,22 +125,34 @@ class LongNetLayer(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, drop_path: float) -> None:
         super().__init__()
-        self.attn_norm = nn.LayerNorm(cfg.dim, eps=cfg.eps)
+        eps = cfg.inner_eps
+        self.attn_norm = nn.LayerNorm(cfg.dim, eps=eps)
         self.attn = DilatedSelfAttention(
-            cfg.dim, cfg.heads, cfg.segment_lengths, cfg.dilations, cfg.attn_dropout, cfg.subln, cfg.eps
+            cfg.dim,
+            cfg.heads,
+            cfg.segment_lengths,
+            cfg.dilations,
+            cfg.attn_dropout,
+            cfg.subln,
+            eps,
+            reference_padding=cfg.reference,
         )
-        self.ffn_norm = nn.LayerNorm(cfg.dim, eps=cfg.eps)
+        self.ffn_norm = nn.LayerNorm(cfg.dim, eps=eps)
         self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim)
-        self.ffn_inner_norm = nn.LayerNorm(cfg.ffn_dim, eps=cfg.eps) if cfg.subln else nn.Identity()
+        self.ffn_inner_norm: nn.Module = nn.LayerNorm(cfg.ffn_dim, eps=eps) if cfg.subln else nn.Identity()
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.drop_path = _DropPath(drop_path)
+        self.gelu_fp32 = cfg.reference
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
         """(B, L, D) -> (B, L, D)."""
         x = x + self.drop_path(self.dropout(self.attn(self.attn_norm(x), pad)))
-        h = self.fc2(self.ffn_inner_norm(F.gelu(self.fc1(self.ffn_norm(x)))))
-        return x + self.drop_path(self.dropout(h))
+        h = self.fc1(self.ffn_norm(x))
+        h = F.gelu(h.float()).type_as(h) if self.gelu_fp32 else F.gelu(h)
+        h = self.fc2(self.ffn_inner_norm(h))
+        out: torch.Tensor = x + self.drop_path(self.dropout(h))
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,12 +162,12 @@ class EncoderOutput:
     Attributes
     ----------
     cls : torch.Tensor
-        (B, D) final-layer CLS token after the final LayerNorm.
+        (B, D) final-layer CLS token after the final LayerNorm (reference mode: ``encoder_norm``, then ``norm``).
     patch : torch.Tensor
-        (B, L, D) final-layer tile tokens after the final LayerNorm.
+        (B, L, D) final-layer tile tokens after the same normalisation as ``cls``.
     layer_cls : torch.Tensor or None
-        (B, len(layers), D) CLS of the requested layers, each through the final LayerNorm
-        (the reference's ``all_layer_embed=True`` path).
+        (B, len(layers), D) CLS of the requested layers, each through ``norm`` only
+        (the reference's ``all_layer_embed=True`` path, which skips the torchscale encoder's LayerNorm).
     """
 
     cls: torch.Tensor
@@ -132,6 +195,9 @@ class SlideEncoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, cfg.dim))
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist() if cfg.depth > 1 else [cfg.drop_path]
         self.layers = nn.ModuleList(LongNetLayer(cfg, r) for r in rates)
+        # reference mode: torchscale Encoder's input dropout and final LayerNorm (module docstring)
+        self.input_dropout: nn.Module = nn.Dropout(cfg.dropout) if cfg.reference else nn.Identity()
+        self.encoder_norm: nn.Module | None = nn.LayerNorm(cfg.dim, eps=cfg.inner_eps) if cfg.reference else None
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.eps)
         self.apply(self._init_weights)
         nn.init.normal_(self.cls_token, std=0.02)
@@ -174,29 +240,35 @@ class SlideEncoder(nn.Module):
         pos : torch.Tensor
             (B, L, 2) integer tile grid indices ``(x, y)``.
         pad : torch.Tensor, optional
-            (B, L) bool, ``True`` at padding tokens.
+            (B, L) bool, ``True`` at padding tokens: masked out of attention by default; in reference
+            mode zeroed at the input and attended, as the reference does.
         mask : torch.Tensor, optional
             (B, L) bool, ``True`` where the embedding is replaced by the mask token (iBOT).
         layers : sequence of int, optional
             1-based layer numbers (negative counts from the end) whose CLS to return in
             ``layer_cls``, e.g. ``(-4, -3, -2, -1)`` for the reference's ``feat_layer="9-10-11-12"``.
         """
+        cfg = self.cfg
         b = x.shape[0]
         h = self.input_proj(x)
         if mask is not None:
             h = torch.where(mask.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        h = h + sincos_2d(pos, self.cfg.dim).to(h.dtype)
-        h = torch.cat([self.cls_token.to(h.dtype).expand(b, -1, -1), h], dim=1)
+        position = reference_sincos_2d(pos, cfg.dim, cfg.slide_ngrids) if cfg.reference else sincos_2d(pos, cfg.dim)
+        h = h + position.to(h.dtype)
+        h = self.input_dropout(torch.cat([self.cls_token.to(h.dtype).expand(b, -1, -1), h], dim=1))
         full_pad = None
         if pad is not None and bool(pad.any()):
             full_pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=pad.device), pad], dim=1)
+            if cfg.reference:  # torchscale Encoder.forward; its flash attention never reads the mask
+                h = h * (~full_pad).unsqueeze(-1).to(h.dtype)
+                full_pad = None
         wanted = self.layer_numbers(layers) if layers else []
         collected: dict[int, torch.Tensor] = {}
-        recompute = self.cfg.checkpoint_layers and self.training and torch.is_grad_enabled()
+        recompute = cfg.checkpoint_layers and self.training and torch.is_grad_enabled()
         for n, layer in enumerate(self.layers, start=1):
             h = checkpoint(layer, h, full_pad, use_reentrant=False) if recompute else layer(h, full_pad)
             if n in wanted:
                 collected[n] = self.norm(h[:, 0])
-        out = self.norm(h)
+        out = self.norm(h if self.encoder_norm is None else self.encoder_norm(h))
         layer_cls = torch.stack([collected[n] for n in wanted], dim=1) if wanted else None
         return EncoderOutput(cls=out[:, 0], patch=out[:, 1:], layer_cls=layer_cls)
