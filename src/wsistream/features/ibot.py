@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from wsistream.features.encoders import Encoder, hf_encoder, load_hf_model
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
 
 #: Checkpoint keys that are not part of the backbone and are dropped: the iBOT/DINO projection head
@@ -229,11 +230,24 @@ def load_ibot_vit(
     """Hugging Face ``ViTModel`` (no pooler) holding the converted iBOT backbone, in eval mode."""
     from transformers import ViTModel
 
-    from wsistream.features.encoders import load_hf_model
-
     with tempfile.TemporaryDirectory(prefix="wsistream-ibot-") as tmp:
         folder = convert_ibot_checkpoint(path, Path(tmp) / "hf", encoder=encoder, num_heads=num_heads, trusted=trusted)
         try:
             return load_hf_model(folder, ViTModel, "vit", add_pooling_layer=False)
         except EncoderLoadError as exc:  # name the user's file, not our temporary folder
             raise EncoderLoadError(os.fspath(path), f"after conversion: {exc.reason}") from exc
+
+
+def ibot(
+    weights: str | os.PathLike[str],
+    *,
+    encoder: str | None = "teacher",
+    num_heads: int | None = None,
+    trusted: bool = False,
+) -> Encoder:
+    """Encoder ``ibot``: an ``rl_benchmarks`` iBOT checkpoint (``.pth``) as a Hugging Face ``ViTModel``.
+
+    See :func:`load_ibot_vit`; the forward path is the one of :func:`wsistream.features.phikon.phikon`.
+    """
+    model = load_ibot_vit(weights, encoder=encoder, num_heads=num_heads, trusted=trusted)
+    return hf_encoder("ibot", model, weights)

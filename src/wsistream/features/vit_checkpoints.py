@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsistream.features.encoders import Encoder, register
+from wsistream.features.encoders import Encoder
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
 
 #: Key prefixes stripped (DDP, DINOv2 wrappers, torch.compile).
@@ -193,13 +193,11 @@ def _vit_encoder(name: str, weights: str | os.PathLike[str], num_heads: int | No
     return Encoder(name, model, int(model.cls_token.shape[-1]), size, source=os.fspath(weights))
 
 
-@register("dinov2")
 def dinov2(weights: str | os.PathLike[str], *, num_heads: int | None = None, trusted: bool = False) -> Encoder:
     """A DINOv2 training or teacher checkpoint (``.pth``): CLS token after the final norm."""
     return _vit_encoder("dinov2", weights, num_heads, trusted)
 
 
-@register("timm-vit")
 def timm_vit(weights: str | os.PathLike[str], *, num_heads: int | None = None, trusted: bool = False) -> Encoder:
     """A timm ``VisionTransformer`` state dict (``.bin`` / ``.pth`` / ``.safetensors``): CLS (or ``fc_norm`` mean)."""
     return _vit_encoder("timm-vit", weights, num_heads, trusted)
