@@ -81,11 +81,13 @@ def normalize_tiles(
 
 def hf_cls_token(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """CLS token of ``last_hidden_state`` (after the final LayerNorm) of a Hugging Face vision model."""
-    return model(pixel_values=pixels).last_hidden_state[:, 0]
+    cls_token: torch.Tensor = model(pixel_values=pixels).last_hidden_state[:, 0]
+    return cls_token
 
 
 def _call_module(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    return model(pixels)
+    features: torch.Tensor = model(pixels)
+    return features
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +229,9 @@ def load_encoder(name: str, weights: str | os.PathLike[str], **kwargs: Any) -> E
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging
+
+    hf_logging: Any = logging  # its functions are untyped
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -275,7 +279,8 @@ def load_hf_model(
         raise EncoderLoadError(str(path), f"no weights file ({' / '.join(_HF_WEIGHT_FILES[:2])}) in the folder")
     with _quiet_transformers():
         try:
-            model, info = model_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+            hf_cls: Any = model_cls
+            model, info = hf_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
         except Exception as exc:  # transformers raises OSError/RuntimeError/ValueError variously
             raise EncoderLoadError(
                 str(path), f"cannot load {model_cls.__name__} ({type(exc).__name__}: {exc})"
@@ -287,11 +292,13 @@ def load_hf_model(
     mismatched = info.get("mismatched_keys") or ()
     if mismatched:
         raise EncoderLoadError(str(path), f"parameters with mismatched shapes: {sorted(map(str, mismatched))}")
-    return model.float().eval().requires_grad_(False)
+    loaded: nn.Module = model.float().eval().requires_grad_(False)
+    return loaded
 
 
 def hf_encoder(name: str, model: nn.Module, weights: str | os.PathLike[str]) -> Encoder:
     """An :class:`Encoder` of a Hugging Face vision model: its input size and width, CLS-token feature."""
-    size = model.config.image_size
+    config: Any = model.config
+    size = config.image_size
     size = size[0] if isinstance(size, (list, tuple)) else int(size)
-    return Encoder(name, model, int(model.config.hidden_size), size, forward=hf_cls_token, source=os.fspath(weights))
+    return Encoder(name, model, int(config.hidden_size), size, forward=hf_cls_token, source=os.fspath(weights))

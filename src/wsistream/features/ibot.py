@@ -33,12 +33,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from wsistream.features.encoders import Encoder, hf_encoder, load_hf_model
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
+
+if TYPE_CHECKING:
+    from transformers import ViTConfig
 
 #: Checkpoint keys that are not part of the backbone and are dropped: the iBOT/DINO projection head
 #: (``head.mlp.*``, ``head.last_layer*``) and the student's mask token.
@@ -97,7 +101,7 @@ def ibot_vit_config(
     num_heads: int | None = None,
     layer_norm_eps: float = 1e-6,
     path: str | None = None,
-):
+) -> ViTConfig:
     """Build the ``ViTConfig`` of a backbone state dict (sizes read from the tensors).
 
     ``num_heads`` cannot be read from weights; the default ``dim // 64`` is
@@ -137,7 +141,7 @@ def ibot_vit_config(
 
 
 def ibot_to_hf_state_dict(
-    state: dict[str, torch.Tensor], config, *, path: str | None = None
+    state: dict[str, torch.Tensor], config: ViTConfig, *, path: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Rename (and split ``qkv``) an iBOT backbone state dict into Hugging Face ``ViTModel`` names.
 
