@@ -68,8 +68,9 @@ def test_duplicate_names_and_aliases_are_refused():
         reg.register("A_B", list)
     with pytest.raises(ValueError, match="'ab2' is already registered"):
         reg.register("c", list, aliases=("ab2",))
-    with pytest.raises(ValueError, match=r"pass 'package\.module:attribute'"):
-        reg.register("d", "no_colon")
+    for bad in ("no_colon", "module:", ":attribute"):
+        with pytest.raises(ValueError, match=r"pass 'package\.module:attribute'"):
+            reg.register("d", bad)
     assert reg.names() == ("a-b",)
 
 

@@ -101,7 +101,7 @@ class Entry:
         for label in (self.name, *self.aliases):
             if not _key(label) or any(ch.isspace() for ch in label):
                 raise ValueError(f"name {label!r}: pass a non-empty name without spaces")
-        if isinstance(self.target, str) and (self.target.count(":") != 1 or self.target.startswith(":")):
+        if isinstance(self.target, str) and (self.target.count(":") != 1 or "" in self.target.split(":")):
             raise ValueError(f"target={self.target!r} for {self.name!r}: pass 'package.module:attribute'")
         if not isinstance(self.target, str) and not callable(self.target):
             raise TypeError(f"target for {self.name!r} must be callable or 'module:attribute', got {self.target!r}")
