@@ -24,6 +24,7 @@ from wsistream.errors import (
 )
 from wsistream.pipeline import DatasetAdapter, MppPolicy, PatchFilter, PatchPipeline, TCGAAdapter
 from wsistream.recipes import build_pipeline, get_recipe, list_recipes
+from wsistream.registry import MissingDependencyError
 from wsistream.sampling import (
     ContinuousMagnificationSampler,
     GridSampler,
@@ -82,6 +83,7 @@ __all__ = [  # noqa: RUF022 - grouped by pipeline stage, in data-flow order
     "SlideMetadata",
     "SlideProperties",
     # errors
+    "MissingDependencyError",
     "MissingMppError",
     "NoTissueError",
     "NoUsableSlidesError",

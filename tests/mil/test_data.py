@@ -63,6 +63,21 @@ def test_slide_extension_on_feature_folder_is_matched(tmp_path):
     assert cohort.n_slides == 2 and cohort.exclusions == () and cohort.class_names == ("x", "y")
 
 
+@pytest.mark.parametrize("ext", [".NDPI", ".mrxs", ".qptiff"])
+def test_every_slide_extension_of_the_one_list_is_matched(tmp_path, ext):
+    from wsistream.pipeline.paths import SLIDE_EXTENSIONS
+    from wsistream.slide_ssl.data import slide_key
+
+    write_histossl(tmp_path / "f" / f"S-1{ext}", np.ones((4, 8)), np.zeros((4, 3)))
+    write_histossl(tmp_path / "f" / f"S-2{ext}", np.zeros((4, 8)), np.zeros((4, 3)))
+    pd.DataFrame({"slide_id": ["S-1", "S-2"], "patient_id": ["a", "b"], "label": ["x", "y"]}).to_csv(
+        tmp_path / "l.csv", index=False
+    )
+    assert load_cohort(tmp_path / "f", tmp_path / "l.csv", "binary").exclusions == ()
+    assert [slide_key(f"S-1{e.upper()}") for e in SLIDE_EXTENSIONS] == ["S-1"] * len(SLIDE_EXTENSIONS)
+    assert slide_key("S-1.h5") == slide_key("S-1.pt") == "S-1"
+
+
 def test_nan_features_name_the_slide(tmp_path, small, cohort_writer):
     slides, labels = small()
     feat, csv = cohort_writer(tmp_path, slides, labels)

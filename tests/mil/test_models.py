@@ -18,6 +18,8 @@ from wsistream.mil import (
     build_model,
     count_parameters,
 )
+from wsistream.mil.registry import CORRECTABLE
+from wsistream.registry import MIL_MODELS
 
 
 def lin(i: int, o: int, bias: bool = True) -> int:
@@ -152,18 +154,26 @@ def _padded_pair(d: int = 16, lengths=(30, 12, 6)):
     return real, x, mask
 
 
-@pytest.mark.parametrize(
-    ("name", "corrected"),
-    [
-        ("meanpool", False),
-        ("chowder", False),
-        ("abmil", False),
-        ("dsmil", False),
-        ("dsmil", True),
-        ("transmil", True),
-        ("hipt", True),
-    ],
-)
+#: Reference implementations that ignore the padding mask (documented flaws; their ``corrected``
+#: variants are padding-invariant, and the two tests below pin the flaw itself).
+_REFERENCE_IGNORES_PADDING = frozenset({"transmil", "hipt"})
+
+
+def _padding_cases() -> list[tuple[str, bool]]:
+    """Every registered model, so a new one cannot skip the padding check: the corrected variant
+    (ignored by models without one) and, where the reference is not known to be flawed, the reference."""
+    cases = [(name, True) for name in MIL_MODELS.names()]
+    reference_ok = CORRECTABLE - _REFERENCE_IGNORES_PADDING
+    cases += [(name, False) for name in MIL_MODELS.names() if name in reference_ok]
+    return cases
+
+
+def test_padding_cases_cover_every_registered_model():
+    assert {name for name, _ in _padding_cases()} == set(MIL_MODELS.names()) == set(MODELS)
+    assert _REFERENCE_IGNORES_PADDING <= CORRECTABLE
+
+
+@pytest.mark.parametrize(("name", "corrected"), _padding_cases())
 def test_padded_tiles_change_nothing(name, corrected):
     real, x, mask = _padded_pair()
     model = build_model(name, 16, 2, corrected=corrected).eval()
@@ -222,7 +232,7 @@ def test_hipt_structure_matches_reference():
 
 
 def test_unknown_model_and_bad_dims_are_rejected():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match=r"unknown MIL model 'clam': pass one of meanpool"):
         build_model("clam", 16)
     with pytest.raises(ValueError, match="num_heads"):
         TransMIL(20)

@@ -11,7 +11,7 @@ import torch
 
 from wsistream.slide_ssl.data import SlideCohort
 from wsistream.slide_ssl.objective import SSLModel
-from wsistream.slide_ssl.probe import load_encoder
+from wsistream.slide_ssl.probe import load_slide_encoder
 from wsistream.slide_ssl.train import CHECKPOINT, ENCODER, PretrainError, pretrain
 
 
@@ -54,8 +54,8 @@ def test_outputs_checkpoint_and_loss_files(tiny_config, feature_dir, tmp_path):
     assert float(rows[-1]["loss"]) == pytest.approx(res.losses[-1])
     assert (tmp_path / "loss.png").stat().st_size > 1000
     exported, from_ckpt = (
-        load_encoder(tmp_path / ENCODER).state_dict(),
-        load_encoder(tmp_path / CHECKPOINT).state_dict(),
+        load_slide_encoder(tmp_path / ENCODER).state_dict(),
+        load_slide_encoder(tmp_path / CHECKPOINT).state_dict(),
     )
     assert all(torch.equal(exported[k], from_ckpt[k]) for k in exported)
 
@@ -124,3 +124,11 @@ def test_fp16_mode_scales_the_loss_and_resumes_exactly(tiny_config, feature_dir,
     assert abs(full.losses[0] - fp32.losses[0]) < 0.05 * abs(fp32.losses[0])
     pretrain(feature_dir, tmp_path / "part", cfg, progress=False, stop_after=2)
     assert pretrain(feature_dir, tmp_path / "part", cfg, progress=False).losses == full.losses
+
+
+def test_old_load_encoder_name_is_a_deprecated_alias():
+    import wsistream.slide_ssl as slide_ssl
+
+    with pytest.warns(DeprecationWarning, match="renamed load_slide_encoder"):
+        assert slide_ssl.load_encoder is load_slide_encoder
+    assert "load_encoder" not in slide_ssl.__all__ and slide_ssl.load_slide_encoder is load_slide_encoder

@@ -25,6 +25,7 @@ from wsistream.backends._dicom import dicom_member
 from wsistream.backends._jpeg_tiles import JpegTileReader, TileCache
 from wsistream.backends._ome import ome_mpp
 from wsistream.errors import SlideNotFoundError, SlideOpenError, TileDecodeError, WsiStreamError
+from wsistream.registry import MissingDependencyError
 from wsistream.storage.urls import is_url
 from wsistream.types import SlideProperties
 
@@ -277,8 +278,10 @@ class SlideBackend(ABC):
 
     #: Registry name (``"openslide"``, ``"tiffslide"``).
     name: ClassVar[str]
-    #: Python module the backend needs; checked in :meth:`is_available`.
+    #: Python module the backend needs; checked in :meth:`is_available` before every open.
     requires: ClassVar[str]
+    #: How to install :attr:`requires` (the hint of :class:`~wsistream.registry.MissingDependencyError`).
+    install: ClassVar[str] = ""
     #: Whether ``s3://`` / ``gs://`` / ``https://`` slides can be opened (:mod:`wsistream.storage`).
     reads_urls: ClassVar[bool] = False
     #: Whether a folder of DICOM ``.dcm`` files opens as one slide (:mod:`wsistream.backends._dicom`).
@@ -304,7 +307,12 @@ class SlideBackend(ABC):
         RemoteStorageError
             A URL's storage failed after the bounded retries (subclasses: not found, access denied,
             changed while read).
+        MissingDependencyError
+            The library behind the backend is not installed: an environment error, not a slide's,
+            so a stream stops at the first slide with the install hint instead of recording every slide.
         """
+        if not self.is_available():
+            raise MissingDependencyError(f"backend {self.name!r}", self.requires, self.install)
         path = os.fspath(slide_path)
         if is_url(path):
             if not self.reads_urls:

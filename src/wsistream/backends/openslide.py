@@ -88,6 +88,7 @@ class OpenSlideBackend(SlideBackend):
 
     name: ClassVar[str] = "openslide"
     requires: ClassVar[str] = "openslide"
+    install: ClassVar[str] = "pip install openslide-python openslide-bin"
     reads_dicom: ClassVar[bool] = True  # OpenSlide >= 4.0
     cache_bytes: int = 64 * 1024 * 1024
     fast_tiles: bool = True

@@ -51,6 +51,7 @@ class TiffSlideBackend(SlideBackend):
 
     name: ClassVar[str] = "tiffslide"
     requires: ClassVar[str] = "tiffslide"
+    install: ClassVar[str] = "pip install tiffslide"
     reads_urls: ClassVar[bool] = True
     fast_tiles: bool = True
     storage: StorageConfig | None = None

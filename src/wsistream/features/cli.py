@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from wsistream.errors import WsiStreamError
+from wsistream.registry import BACKENDS, ENCODERS, MissingDependencyError
 
 app = typer.Typer(help="Tile feature extraction with pretrained encoders.", no_args_is_help=True, add_completion=False)
 
@@ -23,13 +24,6 @@ class Format(str, Enum):
 
     histossl = "histossl"
     h5 = "h5"
-
-
-class BackendName(str, Enum):
-    """Slide readers."""
-
-    openslide = "openslide"
-    tiffslide = "tiffslide"
 
 
 class TilingName(str, Enum):
@@ -88,13 +82,13 @@ def _build(
                 **masks,
             )
         enc = load_encoder(encoder, weights)
-    except (ValueError, WsiStreamError) as exc:
+    except (ValueError, WsiStreamError, MissingDependencyError) as exc:
         raise _fail(str(exc)) from exc
     return enc, tiler, config
 
 
 _Encoder = Annotated[
-    str, typer.Option("--encoder", help="Registered encoder: phikon, phikon-v2, ibot, dinov2, timm-vit.")
+    str, typer.Option("--encoder", help=f"Registered encoder: {ENCODERS.help()}.")
 ]
 _Weights = Annotated[
     Path, typer.Option("--weights", help="Local weights: a Hugging Face folder, or an iBOT / DINOv2 / timm file.")
@@ -142,14 +136,13 @@ def extract(
     stale_after: Annotated[
         float, typer.Option("--stale-after", help="Heartbeat age (s) after which a lock's owner is presumed dead.")
     ] = 300.0,
-    backend: Annotated[BackendName, typer.Option("--backend", help="Slide reader.")] = BackendName.openslide,
+    backend: Annotated[str, typer.Option("--backend", help=f"Slide reader: {BACKENDS.help()}.")] = "openslide",
     tissue_geojson: Annotated[
         Path | None, typer.Option("--tissue-geojson", help="Folder of SLIDE.geojson tissue masks (QuPath).")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
-    from wsistream.backends import OpenSlideBackend, TiffSlideBackend
     from wsistream.features.claims import ClaimConfig
     from wsistream.features.cohort import extract_cohort
     from wsistream.pipeline.mpp import MppPolicy
@@ -178,7 +171,7 @@ def extract(
     )
     try:
         claims = ClaimConfig(heartbeat, stale_after) if claim else None
-        reader = OpenSlideBackend() if backend is BackendName.openslide else TiffSlideBackend()
+        reader = BACKENDS.create(backend)
         report = extract_cohort(
             paths,
             out,
@@ -196,7 +189,7 @@ def extract(
             backend=reader,
             progress=progress,
         )
-    except (ValueError, WsiStreamError) as exc:
+    except (ValueError, WsiStreamError, MissingDependencyError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(report.summary())
     for rec in report.failed:

@@ -37,6 +37,7 @@ from wsistream.features.extract import ExtractionConfig, TileEncoderRunner, extr
 from wsistream.features.tiling import DeepZoomTiling, GridTiling
 from wsistream.pipeline.mpp import MppPolicy
 from wsistream.pipeline.paths import resolve_slide_paths
+from wsistream.registry import MissingDependencyError
 
 FeatureFormat = Literal["histossl", "h5"]
 Status = Literal["done", "skipped", "failed"]
@@ -361,6 +362,9 @@ def _one_slide(
             result.write_histossl(target.parent)
         else:
             result.write_h5(target)
+    except MissingDependencyError:  # the environment, not this slide: stop once with the install hint
+        _remove_temporaries(target)
+        raise
     except Exception as exc:  # a failing slide is recorded and skipped; KeyboardInterrupt still stops the run
         _remove_temporaries(target)
         return SlideRecord(

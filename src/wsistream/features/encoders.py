@@ -1,4 +1,8 @@
-"""Tile encoders: a registry of loaders that take a *local* weights path, and the :class:`Encoder` wrapper.
+"""Tile encoders: the :class:`Encoder` wrapper, and loading by name from a *local* weights path.
+
+The names live in :data:`wsistream.registry.ENCODERS`; the loaders live in the model files
+(:mod:`~wsistream.features.phikon`, :mod:`~wsistream.features.ibot`,
+:mod:`~wsistream.features.vit_checkpoints`), which import this module and are not imported by it.
 
 Every encoder maps a batch of uint8 RGB tiles (B, H, W, 3) to (B, d) float
 features. Preprocessing runs on the model's device: ``x / 255``, ImageNet
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
+from wsistream.registry import ENCODERS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,7 +47,6 @@ ForwardFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 DeviceTransform = Callable[[torch.Tensor], torch.Tensor]
 EncoderFactory = Callable[..., "Encoder"]
 
-_REGISTRY: dict[str, EncoderFactory] = {}
 _HF_WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -77,11 +81,13 @@ def normalize_tiles(
 
 def hf_cls_token(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """CLS token of ``last_hidden_state`` (after the final LayerNorm) of a Hugging Face vision model."""
-    return model(pixel_values=pixels).last_hidden_state[:, 0]
+    cls_token: torch.Tensor = model(pixel_values=pixels).last_hidden_state[:, 0]
+    return cls_token
 
 
 def _call_module(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    return model(pixels)
+    features: torch.Tensor = model(pixels)
+    return features
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,13 +183,23 @@ class Encoder:
         return out
 
 
-def register(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Register ``factory(weights, **kwargs) → Encoder`` under ``name`` (used by ``--encoder``)."""
+def register(
+    name: str, *, requires: tuple[str, ...] = ("torch",), install: str = ""
+) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Register ``factory(weights, **kwargs) → Encoder`` under ``name`` (used by ``--encoder``).
+
+    The entry goes to :data:`wsistream.registry.ENCODERS`, where the built-in encoders are listed;
+    a name already taken by another factory is a ``ValueError``.
+
+    Example::
+
+        @register("my-vit", requires=("torch", "transformers"))
+        def my_vit(weights):
+            ...
+    """
 
     def deco(factory: EncoderFactory) -> EncoderFactory:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"an encoder named {name!r} is already registered")
-        _REGISTRY[name] = factory
+        ENCODERS.register(name, factory, requires=requires, install=install)
         return factory
 
     return deco
@@ -191,7 +207,7 @@ def register(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
 
 def available_encoders() -> tuple[str, ...]:
     """Return the registered encoder names, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(ENCODERS.names()))
 
 
 def load_encoder(name: str, weights: str | os.PathLike[str], **kwargs: Any) -> Encoder:
@@ -201,17 +217,21 @@ def load_encoder(name: str, weights: str | os.PathLike[str], **kwargs: Any) -> E
     ------
     ValueError
         Unknown encoder name (the message lists the registered ones).
+    MissingDependencyError
+        A library the encoder needs (transformers, safetensors) is not installed; the message
+        says ``pip install 'wsistream[features]'``.
     EncoderLoadError
         Missing weights, wrong architecture, or missing/unexpected parameters.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(available_encoders())}")
-    return _REGISTRY[name](weights, **kwargs)
+    encoder: Encoder = ENCODERS.create(name, weights, **kwargs)
+    return encoder
 
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging
+
+    hf_logging: Any = logging  # its functions are untyped
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -259,7 +279,8 @@ def load_hf_model(
         raise EncoderLoadError(str(path), f"no weights file ({' / '.join(_HF_WEIGHT_FILES[:2])}) in the folder")
     with _quiet_transformers():
         try:
-            model, info = model_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+            hf_cls: Any = model_cls
+            model, info = hf_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
         except Exception as exc:  # transformers raises OSError/RuntimeError/ValueError variously
             raise EncoderLoadError(
                 str(path), f"cannot load {model_cls.__name__} ({type(exc).__name__}: {exc})"
@@ -271,50 +292,13 @@ def load_hf_model(
     mismatched = info.get("mismatched_keys") or ()
     if mismatched:
         raise EncoderLoadError(str(path), f"parameters with mismatched shapes: {sorted(map(str, mismatched))}")
-    return model.float().eval().requires_grad_(False)
+    loaded: nn.Module = model.float().eval().requires_grad_(False)
+    return loaded
 
 
-def _hf_encoder(name: str, model: nn.Module, weights: str | os.PathLike[str]) -> Encoder:
-    size = model.config.image_size
+def hf_encoder(name: str, model: nn.Module, weights: str | os.PathLike[str]) -> Encoder:
+    """An :class:`Encoder` of a Hugging Face vision model: its input size and width, CLS-token feature."""
+    config: Any = model.config
+    size = config.image_size
     size = size[0] if isinstance(size, (list, tuple)) else int(size)
-    return Encoder(name, model, int(model.config.hidden_size), size, forward=hf_cls_token, source=os.fspath(weights))
-
-
-@register("phikon")
-def phikon(weights: str | os.PathLike[str]) -> Encoder:
-    """Phikon (iBOT ViT-B/16 pan-cancer): Hugging Face ``ViTModel`` without pooler, CLS feature (768-d)."""
-    from transformers import ViTModel
-
-    model = load_hf_model(weights, ViTModel, "vit", add_pooling_layer=False)
-    return _hf_encoder("phikon", model, weights)
-
-
-@register("phikon-v2")
-def phikon_v2(weights: str | os.PathLike[str]) -> Encoder:
-    """Phikon-v2 (DINOv2 ViT-L/16): Hugging Face ``Dinov2Model``, CLS feature (1024-d)."""
-    from transformers import Dinov2Model
-
-    model = load_hf_model(weights, Dinov2Model, "dinov2")
-    return _hf_encoder("phikon-v2", model, weights)
-
-
-@register("ibot")
-def ibot(
-    weights: str | os.PathLike[str],
-    *,
-    encoder: str | None = "teacher",
-    num_heads: int | None = None,
-    trusted: bool = False,
-) -> Encoder:
-    """Load an ``rl_benchmarks`` iBOT checkpoint (``.pth``) as a Hugging Face ``ViTModel``.
-
-    See :func:`wsistream.features.ibot.load_ibot_vit`; the forward path is the one of :func:`phikon`.
-    """
-    from wsistream.features.ibot import load_ibot_vit
-
-    model = load_ibot_vit(weights, encoder=encoder, num_heads=num_heads, trusted=trusted)
-    return _hf_encoder("ibot", model, weights)
-
-
-# DINOv2-style and timm-style checkpoints register ``dinov2`` and ``timm-vit`` (kept in their own file).
-from wsistream.features import vit_checkpoints as _vit_checkpoints  # noqa: E402, F401
+    return Encoder(name, model, int(config.hidden_size), size, forward=hf_cls_token, source=os.fspath(weights))

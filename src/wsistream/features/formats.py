@@ -30,6 +30,7 @@ import numpy as np
 
 from wsistream.errors import WsiStreamError
 from wsistream.features.h5_attrs import coords_attrs, features_attrs
+from wsistream.registry import extra_hint, require
 
 
 class FeatureFileError(WsiStreamError):
@@ -154,6 +155,7 @@ def write_h5(path: str | os.PathLike[str], features: np.ndarray, coords_xy: np.n
     also kept on the file root (our own readers, and older wsistream files).
     ``coords_frame`` is always ``"level0_pixels"``: that is what ``coords`` holds.
     """
+    require(("h5py",), component="the .h5 feature format", install=extra_hint("features"))
     import h5py
 
     target = Path(path)
@@ -213,6 +215,7 @@ def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
                 raise FeatureFileError(str(sidecar), f"cannot read the side-car JSON ({exc})") from exc
         return SlideFeatures(p.parent.name, arr[:, 3:], arr[:, :3], {**attrs, "layout": "histossl"})
     if p.suffix in (".h5", ".hdf5"):
+        require(("h5py",), component="the .h5 feature format", install=extra_hint("features"))
         import h5py
 
         try:

@@ -33,11 +33,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from wsistream.features.encoders import Encoder, hf_encoder, load_hf_model
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
+
+if TYPE_CHECKING:
+    from transformers import ViTConfig
 
 #: Checkpoint keys that are not part of the backbone and are dropped: the iBOT/DINO projection head
 #: (``head.mlp.*``, ``head.last_layer*``) and the student's mask token.
@@ -96,7 +101,7 @@ def ibot_vit_config(
     num_heads: int | None = None,
     layer_norm_eps: float = 1e-6,
     path: str | None = None,
-):
+) -> ViTConfig:
     """Build the ``ViTConfig`` of a backbone state dict (sizes read from the tensors).
 
     ``num_heads`` cannot be read from weights; the default ``dim // 64`` is
@@ -136,7 +141,7 @@ def ibot_vit_config(
 
 
 def ibot_to_hf_state_dict(
-    state: dict[str, torch.Tensor], config, *, path: str | None = None
+    state: dict[str, torch.Tensor], config: ViTConfig, *, path: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Rename (and split ``qkv``) an iBOT backbone state dict into Hugging Face ``ViTModel`` names.
 
@@ -229,11 +234,24 @@ def load_ibot_vit(
     """Hugging Face ``ViTModel`` (no pooler) holding the converted iBOT backbone, in eval mode."""
     from transformers import ViTModel
 
-    from wsistream.features.encoders import load_hf_model
-
     with tempfile.TemporaryDirectory(prefix="wsistream-ibot-") as tmp:
         folder = convert_ibot_checkpoint(path, Path(tmp) / "hf", encoder=encoder, num_heads=num_heads, trusted=trusted)
         try:
             return load_hf_model(folder, ViTModel, "vit", add_pooling_layer=False)
         except EncoderLoadError as exc:  # name the user's file, not our temporary folder
             raise EncoderLoadError(os.fspath(path), f"after conversion: {exc.reason}") from exc
+
+
+def ibot(
+    weights: str | os.PathLike[str],
+    *,
+    encoder: str | None = "teacher",
+    num_heads: int | None = None,
+    trusted: bool = False,
+) -> Encoder:
+    """Encoder ``ibot``: an ``rl_benchmarks`` iBOT checkpoint (``.pth``) as a Hugging Face ``ViTModel``.
+
+    See :func:`load_ibot_vit`; the forward path is the one of :func:`wsistream.features.phikon.phikon`.
+    """
+    model = load_ibot_vit(weights, encoder=encoder, num_heads=num_heads, trusted=trusted)
+    return hf_encoder("ibot", model, weights)

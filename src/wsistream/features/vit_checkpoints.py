@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsistream.features.encoders import Encoder, register
+from wsistream.features.encoders import Encoder
 from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
 
 #: Key prefixes stripped (DDP, DINOv2 wrappers, torch.compile).
@@ -39,18 +39,32 @@ _PREFIXES = ("module.", "teacher.", "backbone.", "_orig_mod.")
 _DROPPED = ("dino_head.", "ibot_head.", "head.", "mask_token")
 
 
+class _Attention(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+
+class _LayerScale(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+
 class _Block(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, layer_scale: bool) -> None:
         super().__init__()
         self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn = nn.Module()
-        self.attn.qkv, self.attn.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Module()
-        self.mlp.fc1, self.mlp.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.attn, self.mlp = _Attention(dim), _Mlp(dim, hidden)
         if layer_scale:
-            self.ls1, self.ls2 = nn.Module(), nn.Module()
-            self.ls1.gamma, self.ls2.gamma = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.ones(dim))
+            self.ls1, self.ls2 = _LayerScale(dim), _LayerScale(dim)
         self.layer_scale = layer_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,8 +73,14 @@ class _Block(nn.Module):
         a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, n, d)
         a = self.attn.proj(a)
         x = x + (a * self.ls1.gamma if self.layer_scale else a)
-        m = self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+        m: torch.Tensor = self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
         return x + (m * self.ls2.gamma if self.layer_scale else m)
+
+
+class _PatchEmbed(nn.Module):
+    def __init__(self, dim: int, patch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch, patch)
 
 
 class PlainViT(nn.Module):
@@ -85,8 +105,7 @@ class PlainViT(nn.Module):
         if dim % heads:
             raise ValueError(f"embedding dim {dim} is not divisible by {heads} heads; pass num_heads")
         self.patch, self.grid, self.class_pos, self.register_name = patch, grid, class_pos, register_name
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(3, dim, patch, patch)
+        self.patch_embed = _PatchEmbed(dim, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + int(class_pos), dim))
         if registers:
@@ -107,7 +126,7 @@ class PlainViT(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Features (B, dim) of normalised pixels (B, 3, H, W)."""
-        x = self.patch_embed.proj(pixels)
+        x: torch.Tensor = self.patch_embed.proj(pixels)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2) + self._patch_pos(h, w)
         cls = self.cls_token.expand(len(x), -1, -1)
@@ -120,8 +139,10 @@ class PlainViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         if self.fc_norm is not None:
-            return self.fc_norm(x[:, self.n_prefix :].mean(dim=1))
-        return self.norm(x)[:, 0]
+            pooled: torch.Tensor = self.fc_norm(x[:, self.n_prefix :].mean(dim=1))
+            return pooled
+        cls_feature: torch.Tensor = self.norm(x)[:, 0]
+        return cls_feature
 
 
 def read_vit_state_dict(weights: str | os.PathLike[str], *, trusted: bool = False) -> dict[str, torch.Tensor]:
@@ -193,13 +214,11 @@ def _vit_encoder(name: str, weights: str | os.PathLike[str], num_heads: int | No
     return Encoder(name, model, int(model.cls_token.shape[-1]), size, source=os.fspath(weights))
 
 
-@register("dinov2")
 def dinov2(weights: str | os.PathLike[str], *, num_heads: int | None = None, trusted: bool = False) -> Encoder:
     """A DINOv2 training or teacher checkpoint (``.pth``): CLS token after the final norm."""
     return _vit_encoder("dinov2", weights, num_heads, trusted)
 
 
-@register("timm-vit")
 def timm_vit(weights: str | os.PathLike[str], *, num_heads: int | None = None, trusted: bool = False) -> Encoder:
     """A timm ``VisionTransformer`` state dict (``.bin`` / ``.pth`` / ``.safetensors``): CLS (or ``fc_norm`` mean)."""
     return _vit_encoder("timm-vit", weights, num_heads, trusted)

@@ -48,4 +48,5 @@ class ABMIL(nn.Module):
         """Logits (B, out_features) for ``x`` (B, N, 3 + d) and ``mask`` (B, N, 1)."""
         emb = self.tiles_emb(x[..., self.metadata_cols :], mask)
         pooled, _ = self.attention_layer(emb, mask)
-        return self.mlp(pooled)
+        logits: torch.Tensor = self.mlp(pooled)
+        return logits

@@ -156,7 +156,9 @@ class ExtremeLayer(nn.Module):
         self.n_top = n_top
         self.n_bottom = n_bottom
 
-    def _pick(self, x: torch.Tensor, mask: torch.Tensor | None, k: int, largest: bool):
+    def _pick(
+        self, x: torch.Tensor, mask: torch.Tensor | None, k: int, largest: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
         if n < k:  # fewer tiles than slots: pad with masked tiles so the empty slots become 0
             if mask is None:
@@ -202,7 +204,8 @@ class GatedAttention(nn.Module):
     def attention(self, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attention logits (B, N, 1)."""
         h = torch.tanh(self.att(v)) * torch.sigmoid(self.gate(v))
-        return self.w(h, mask) / self.temperature
+        scores: torch.Tensor = self.w(h, mask)
+        return scores / self.temperature
 
     def forward(self, v: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the pooled vector (B, D) and the attention weights (B, N, 1)."""
@@ -237,7 +240,8 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        out: torch.Tensor = self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        return out
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -60,4 +60,5 @@ class Chowder(nn.Module):
         """Logits (B, out_features) for ``x`` (B, N, 3 + d) and ``mask`` (B, N, 1)."""
         scores = self.score_model(x[..., self.metadata_cols :], mask)  # (B, N, C)
         extremes, _ = self.extreme_layer(scores, mask)  # (B, k, C)
-        return self.mlp(extremes.transpose(1, 2)).squeeze(2)  # (B, C)
+        logits: torch.Tensor = self.mlp(extremes.transpose(1, 2)).squeeze(2)  # (B, C)
+        return logits

@@ -14,11 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from wsistream.registry import MIL_MODELS
+
 app = typer.Typer(help="Slide-level MIL benchmark and tile-level linear evaluation (HistoSSLscaling protocol).")
 console = Console(stderr=True)
 
 _TASKS = ("binary", "multiclass", "survival")
-_MODELS = ("meanpool", "chowder", "abmil", "dsmil", "transmil", "hipt")
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -78,9 +79,7 @@ def mil_cv(
     labels: Annotated[Path, typer.Option("--labels", help="CSV with slide_id, patient_id and label columns.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder for JSON, CSV and PNG.")],
     task: Annotated[str, typer.Option("--task", help="binary | multiclass | survival.")] = "binary",
-    model: Annotated[
-        str, typer.Option("--model", help="abmil | chowder | meanpool | dsmil | transmil | hipt.")
-    ] = "abmil",
+    model: Annotated[str, typer.Option("--model", help=f"MIL model: {MIL_MODELS.help()}.")] = "abmil",
     outer_folds: Annotated[int, typer.Option("--outer-folds", help="Outer folds.")] = 5,
     inner_folds: Annotated[int, typer.Option("--inner-folds", help="Inner folds.")] = 5,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs per inner run (refit upper bound).")] = 50,
@@ -128,8 +127,10 @@ def mil_cv(
     """Nested cross-validation of a MIL model on slide features; writes JSON, CSV and a PNG report."""
     if task not in _TASKS:
         raise typer.BadParameter(f"--task {task!r}: pass one of {', '.join(_TASKS)}")
-    if model.lower() not in _MODELS and model.lower() not in ("hiptmil", "hipt-mil", "mean_pool"):
-        raise typer.BadParameter(f"--model {model!r}: pass one of {', '.join(_MODELS)}")
+    try:
+        model = MIL_MODELS.canonical(model)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--model: {exc}") from exc
     from tqdm import tqdm
 
     from wsistream.errors import WsiStreamError

@@ -55,7 +55,7 @@ from wsistream.mil.objectives import METRIC_NAME
 from wsistream.mil.protocols import DEFAULT_PROTOCOL, get_protocol
 from wsistream.mil.registry import DEFAULT_BATCH_SIZE, build_model, canonical_model_name
 from wsistream.mil.splits import FoldPlan, make_splits
-from wsistream.mil.train import TILE_SAMPLING, TrainConfig, fit
+from wsistream.mil.train import TILE_SAMPLING, FitHistory, TrainConfig, fit
 
 EPOCH_SELECTION = ("reference", "corrected")
 #: Settings a protocol fixes; ``deviations()`` lists those set otherwise.
@@ -258,7 +258,7 @@ def _best_epoch(mean_curve: np.ndarray, rule: str) -> tuple[int, float]:
     return epochs, float(mean_curve[e])
 
 
-def _outer_fold(
+def _grid_search(
     build: Callable[[], Any],
     cohort: SlideCohort,
     cfg: NestedCVConfig,
@@ -266,9 +266,9 @@ def _outer_fold(
     fold: FoldPlan,
     key: tuple[int, int],
     tick: Callable[[], None] | None,
-) -> tuple[dict[str, Any], list[dict[str, float]], Any]:
-    """Inner grid search, selection and refit of one outer fold; ``key`` = (split seed, fold index)."""
-    tv_idx, test_idx, inner = fold
+) -> list[dict[str, float]]:
+    """Step 2: one row per grid point — its epochs to refit and mean inner validation metric."""
+    tv_idx, _, inner = fold
     rows = []
     for g, (lr, wd) in enumerate(itertools.product(cfg.learning_rates, cfg.weight_decays)):
         curves = []
@@ -279,14 +279,89 @@ def _outer_fold(
             curves.append(hist.eval_metric)
         n_ep, val = _best_epoch(np.nanmean(np.asarray(curves), axis=0), cfg.epoch_selection)
         rows.append({"learning_rate": lr, "weight_decay": wd, "epochs": n_ep, "inner_metric": val})
-    best = rows[int(np.nanargmax([r["inner_metric"] for r in rows]))]
+    return rows
+
+
+def _refit(
+    build: Callable[[], Any],
+    cohort: SlideCohort,
+    cfg: NestedCVConfig,
+    name: str,
+    fold: FoldPlan,
+    key: tuple[int, int],
+    best: dict[str, float],
+    tick: Callable[[], None] | None,
+) -> FitHistory:
+    """Step 3: train the selected grid point on the whole outer training set, scored on the outer test set."""
+    tv_idx, test_idx, _ = fold
     seed = int(np.random.SeedSequence([cfg.seed, *key, 10_000]).generate_state(1)[0])
     tc = cfg.train_config(name, best["learning_rate"], best["weight_decay"], int(best["epochs"]))
     _, hist = fit(build, cohort, tv_idx, test_idx, tc, seed, on_epoch=tick)
     if tick is not None:  # the refit runs fewer epochs than budgeted; fill the bar
         for _ in range(cfg.epochs - tc.epochs):
             tick()
-    return best, rows, hist
+    return hist
+
+
+def _fold_result(
+    cohort: SlideCohort,
+    fold: FoldPlan,
+    rows: list[dict[str, float]],
+    best: dict[str, float],
+    hist: FitHistory,
+    position: tuple[int, int, int],
+) -> FoldResult:
+    """The record of one outer fold; ``position`` = (repeat, split seed, fold index), 0-based repeat and fold."""
+    repeat, split_seed, k = position
+    tv_idx, test_idx, _ = fold
+    return FoldResult(
+        fold=k + 1,
+        metric=hist.eval_metric[-1],
+        train_metric=hist.train_metric[-1],
+        learning_rate=best["learning_rate"],
+        weight_decay=best["weight_decay"],
+        epochs=int(best["epochs"]),
+        inner_metric=best["inner_metric"],
+        grid=tuple(rows),
+        test_metric_per_epoch=hist.eval_metric,
+        test_slide_ids=tuple(cohort.slide_ids[i] for i in test_idx),
+        test_patient_ids=tuple(cohort.patient_ids[i] for i in test_idx),
+        test_labels=cohort.labels[test_idx],
+        test_scores=hist.eval_scores,
+        n_train=len(tv_idx),
+        repeat=repeat + 1,
+        split_seed=split_seed,
+    )
+
+
+def _cv_result(
+    cohort: SlideCohort,
+    cfg: NestedCVConfig,
+    name: str,
+    folds: list[FoldResult],
+    corrected: bool,
+    model_kwargs: dict[str, Any],
+) -> CVResult:
+    """Step 4: every fold with the configuration that produced it (deviations from the protocol included)."""
+    return CVResult(
+        task=cohort.task,
+        model=name,
+        metric_name=METRIC_NAME[cohort.task],
+        folds=tuple(folds),
+        config={
+            **asdict(cfg),
+            "tile_sampling": cfg.sampling,
+            "split_seeds": list(cfg.split_seeds),
+            "deviations": cfg.deviations(),
+            "corrected": corrected,
+            "model_kwargs": model_kwargs,
+        },
+        n_slides=cohort.n_slides,
+        n_patients=cohort.n_patients,
+        class_names=cohort.class_names,
+        exclusions=cohort.exclusions,
+        notices=cohort.notices,
+    )
 
 
 def nested_cross_validation(
@@ -305,7 +380,7 @@ def nested_cross_validation(
     cohort : SlideCohort
         From :func:`~wsistream.mil.data.load_cohort`.
     model : str
-        ``meanpool, chowder, abmil, dsmil, transmil, hipt``.
+        A name or alias of :data:`wsistream.registry.MIL_MODELS`.
     config : NestedCVConfig, optional
         Defaults to the paper settings under the ``histossl`` protocol.
     corrected : bool
@@ -325,51 +400,15 @@ def nested_cross_validation(
         return build_model(name, cohort.dim, cohort.n_outputs, corrected=corrected, **kwargs)
 
     n_grid = len(cfg.learning_rates) * len(cfg.weight_decays)
-    # every fold of every repeat is checked before anything is trained
+    # step 1, for every repeat: every fold is checked before anything is trained
     plans = [make_splits(cohort, cfg.outer_folds, cfg.inner_folds, s) for s in cfg.split_seeds]
     folds: list[FoldResult] = []
     for r, (split_seed, plan) in enumerate(zip(cfg.split_seeds, plans, strict=True)):
         for k, fold in enumerate(plan):
             total = cfg.epochs * (n_grid * len(fold[2]) + 1)
             tick = progress(r * cfg.outer_folds + k + 1, total) if progress else None
-            best, rows, hist = _outer_fold(build, cohort, cfg, name, fold, (split_seed, k), tick)
-            tv_idx, test_idx, _ = fold
-            folds.append(
-                FoldResult(
-                    fold=k + 1,
-                    metric=hist.eval_metric[-1],
-                    train_metric=hist.train_metric[-1],
-                    learning_rate=best["learning_rate"],
-                    weight_decay=best["weight_decay"],
-                    epochs=int(best["epochs"]),
-                    inner_metric=best["inner_metric"],
-                    grid=tuple(rows),
-                    test_metric_per_epoch=hist.eval_metric,
-                    test_slide_ids=tuple(cohort.slide_ids[i] for i in test_idx),
-                    test_patient_ids=tuple(cohort.patient_ids[i] for i in test_idx),
-                    test_labels=cohort.labels[test_idx],
-                    test_scores=hist.eval_scores,
-                    n_train=len(tv_idx),
-                    repeat=r + 1,
-                    split_seed=split_seed,
-                )
-            )
-    return CVResult(
-        task=cohort.task,
-        model=name,
-        metric_name=METRIC_NAME[cohort.task],
-        folds=tuple(folds),
-        config={
-            **asdict(cfg),
-            "tile_sampling": cfg.sampling,
-            "split_seeds": list(cfg.split_seeds),
-            "deviations": cfg.deviations(),
-            "corrected": corrected,
-            "model_kwargs": kwargs,
-        },
-        n_slides=cohort.n_slides,
-        n_patients=cohort.n_patients,
-        class_names=cohort.class_names,
-        exclusions=cohort.exclusions,
-        notices=cohort.notices,
-    )
+            rows = _grid_search(build, cohort, cfg, name, fold, (split_seed, k), tick)
+            best = rows[int(np.nanargmax([row["inner_metric"] for row in rows]))]
+            hist = _refit(build, cohort, cfg, name, fold, (split_seed, k), best, tick)
+            folds.append(_fold_result(cohort, fold, rows, best, hist, (r, split_seed, k)))
+    return _cv_result(cohort, cfg, name, folds, corrected, kwargs)

@@ -41,6 +41,7 @@ from wsistream.mil.labels import encode_labels, read_label_table
 from wsistream.mil.records import CohortError, Exclusion, FoldError, Notice
 from wsistream.mil.screen import CohortOptions, Rows, odd_dimensions, refuse_or_exclude, screen_slide
 from wsistream.mil.sources import LazyRows, open_rows
+from wsistream.pipeline.paths import SLIDE_EXTENSIONS
 
 __all__ = [
     "TASKS",
@@ -59,7 +60,6 @@ __all__ = [
 
 Task = Literal["binary", "multiclass", "survival"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "survival")
-_SLIDE_EXTS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".isyntax", ".czi")
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,7 +138,7 @@ class SlideCohort:
 
 def _strip_ext(name: str) -> str:
     low = name.lower()
-    for ext in _SLIDE_EXTS:
+    for ext in SLIDE_EXTENSIONS:
         if low.endswith(ext):
             return name[: -len(ext)]
     return name

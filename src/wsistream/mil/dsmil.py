@@ -83,8 +83,8 @@ class DSMIL(nn.Module):
         feats = x[..., self.metadata_cols :]
         # Stream 1: max-instance score per class.
         scores = self.tiles_scores(feats, mask)  # (B, N, C)
-        max_logits, idx = self.extreme_layer(scores, mask)  # (B, 1, C) each
-        max_logits = max_logits[:, 0, :]  # (B, C)
+        extremes, idx = self.extreme_layer(scores, mask)  # (B, 1, C) each
+        max_logits: torch.Tensor = extremes[:, 0, :]  # (B, C)
         # Stream 2: attention from the critical instance's query.
         if self.passing_values:
             assert self.tiles_values is not None
@@ -99,7 +99,7 @@ class DSMIL(nn.Module):
             logits = logits.masked_fill(mask, float("-inf"))
         weights = torch.softmax(logits.transpose(1, 2), dim=2)  # (B, C, N)
         pooled = torch.bmm(weights, values)  # (B, C, Dv)
-        bag_logits = self.mlp(pooled)[..., 0]  # (B, C)
+        bag_logits: torch.Tensor = self.mlp(pooled)[..., 0]  # (B, C)
         if self.out_logits == "max":
             return max_logits
         if self.out_logits == "bag":

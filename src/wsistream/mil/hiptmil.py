@@ -23,7 +23,8 @@ class GatedAttentionNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attention logits (..., N, 1) for ``x`` (..., N, in_features)."""
-        return self.attention_c(self.attention_a(x) * self.attention_b(x))
+        scores: torch.Tensor = self.attention_c(self.attention_a(x) * self.attention_b(x))
+        return scores
 
 
 class HIPTMIL(nn.Module):
@@ -89,4 +90,5 @@ class HIPTMIL(nn.Module):
             logits = logits.masked_fill(mask, float("-inf"))
         weights = torch.softmax(logits, dim=1)
         pooled = (weights.transpose(1, 2) @ h)[:, 0]  # (B, 192)
-        return self.classifier(self.rho(pooled))
+        out: torch.Tensor = self.classifier(self.rho(pooled))
+        return out

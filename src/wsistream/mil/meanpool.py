@@ -53,4 +53,5 @@ class MeanPool(nn.Module):
             pooled = feats.mean(dim=1)
         else:
             pooled = feats.masked_fill(mask, 0.0).sum(dim=1) / (~mask).float().sum(dim=1)
-        return self.mlp(pooled)
+        logits: torch.Tensor = self.mlp(pooled)
+        return logits

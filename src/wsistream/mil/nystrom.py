@@ -123,5 +123,5 @@ class NystromAttention(nn.Module):
         out = (kernel_1 @ iterative_pinv(kernel_2, self.pinv_iterations)) @ (kernel_3 @ v)
         if self.res_conv is not None:
             out = out + self.res_conv(v)
-        out = self.to_out(out.transpose(1, 2).reshape(b, length, c))
-        return out[:, -n:]
+        projected: torch.Tensor = self.to_out(out.transpose(1, 2).reshape(b, length, c))
+        return projected[:, -n:]

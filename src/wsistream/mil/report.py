@@ -45,7 +45,7 @@ def _jsonable(v: Any) -> Any:
 def result_to_dict(result: CVResult) -> dict[str, Any]:
     """JSON-ready dictionary of ``result``."""
     protocol = get_protocol(result.config["protocol"])
-    return _jsonable(
+    out: dict[str, Any] = _jsonable(
         {
             "task": result.task,
             "model": result.model,
@@ -93,6 +93,7 @@ def result_to_dict(result: CVResult) -> dict[str, Any]:
             ],
         }
     )
+    return out
 
 
 def _fold_label(result: CVResult, f: Any) -> str:

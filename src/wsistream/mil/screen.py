@@ -76,14 +76,15 @@ def _nonfinite_rows(rows: Rows) -> np.ndarray:
     if isinstance(rows, LazyRows):
         parts = [~np.isfinite(c[:, 3:]).all(axis=1) for c in rows.chunks()]
         return np.concatenate(parts) if parts else np.zeros(0, bool)
-    return ~np.isfinite(rows[:, 3:]).all(axis=1)
+    return np.asarray(~np.isfinite(rows[:, 3:]).all(axis=1))
 
 
 def _restrict(rows: Rows, keep: np.ndarray) -> Rows:
     if isinstance(rows, LazyRows):
         rows.keep_rows(np.flatnonzero(keep))
         return rows
-    return rows[keep]
+    kept: np.ndarray = rows[keep]
+    return kept
 
 
 def screen_slide(sid: str, rows: Rows, opts: CohortOptions) -> tuple[Rows | None, str | None, Notice | None]:

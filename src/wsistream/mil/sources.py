@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from wsistream.features.formats import FeatureFileError, feature_file
+from wsistream.registry import extra_hint, require
 
 #: Rows read per chunk when a slide is scanned (NaN check): 4096 x 771 float32 ~ 12 MB.
 SCAN_CHUNK_ROWS = 4096
@@ -138,6 +139,7 @@ class H5Rows(LazyRows):
     """Rows ``[level, x, y, f...]`` of a CLAM/TRIDENT ``.h5`` through h5py row selections."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        require(("h5py",), component="reading .h5 features", install=extra_hint("mil"))
         import h5py
 
         try:

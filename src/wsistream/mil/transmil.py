@@ -45,7 +45,8 @@ class TransMILBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual self-attention over ``x`` (B, L, C)."""
-        return x + self.attn(self.norm1(x))
+        attended: torch.Tensor = self.attn(self.norm1(x))
+        return x + attended
 
 
 class PPEG(nn.Module):
@@ -139,7 +140,8 @@ class TransMIL(nn.Module):
         h = self._square(self.proj(feats))
         h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1)
         h = self.agg(self.pos_enc(self.cor(h)))
-        return self.head(self.norm(h[:, 0]))
+        logits: torch.Tensor = self.head(self.norm(h[:, 0]))
+        return logits
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, out_features) for ``x`` (B, N, 3 + d) and ``mask`` (B, N, 1)."""

@@ -23,6 +23,7 @@ import typer
 from wsistream.pipeline import PatchPipeline, resolve_slide_paths
 from wsistream.qc._check import PROBLEM_KEYS, ROW_KEYS, validate_slide
 from wsistream.qc._pool import ResultCallback, build_from_spec, check_one, run_pool
+from wsistream.registry import BACKENDS
 from wsistream.storage.config import StorageConfig
 from wsistream.storage.urls import is_url
 
@@ -273,7 +274,7 @@ def validate(
     ] = 8,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-slide time limit, seconds.")] = DEFAULT_TIMEOUT_S,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="openslide or tiffslide (default: the recipe's).")
+        str | None, typer.Option("--backend", help=f"Slide reader: {BACKENDS.help()} (default: the recipe's).")
     ] = None,
     mpp_fallback: Annotated[
         float | None, typer.Option("--mpp-fallback", help="µm/px for slides whose file states none.")
@@ -286,13 +287,11 @@ def validate(
     """
     kwargs: dict[str, Any] = {}
     if backend is not None:
-        from wsistream.backends import OpenSlideBackend, TiffSlideBackend
-
-        backends = {"openslide": OpenSlideBackend, "tiffslide": TiffSlideBackend}
-        if backend not in backends:
-            typer.echo(f"--backend {backend!r}: pass one of {sorted(backends)}", err=True)
-            raise typer.Exit(2)
-        kwargs["backend"] = backends[backend]()
+        try:
+            kwargs["backend"] = BACKENDS.create(backend)
+        except ValueError as exc:
+            typer.echo(f"--backend: {exc}", err=True)
+            raise typer.Exit(2) from None
     if mpp_fallback is not None:
         kwargs["mpp_fallback"] = mpp_fallback
     paths = resolve_inputs(slides)

@@ -6,6 +6,9 @@ the CLI stay cheap. See ``docs/slide_ssl.md``.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from wsistream._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -57,7 +60,7 @@ _EXPORTS: dict[str, str] = {
     "PretrainResult": "train",
     "PretrainError": "train",
     # evaluation
-    "load_encoder": "probe",
+    "load_slide_encoder": "probe",
     "embed_slides": "probe",
     "repeated_splits": "probe",
     "kfold_splits": "probe",
@@ -79,4 +82,16 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_encoder":  # renamed: wsistream.features.load_encoder loads a *tile* encoder by name
+        warnings.warn(
+            "wsistream.slide_ssl.load_encoder is renamed load_slide_encoder "
+            "(wsistream.features.load_encoder loads tile encoders); the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _lazy_getattr("load_slide_encoder")
+    return _lazy_getattr(name)

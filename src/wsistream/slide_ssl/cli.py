@@ -172,14 +172,14 @@ def slide_probe(
     seed: int = typer.Option(0, help="Seed of the splits, subsets, heads and random inits."),
 ) -> None:
     """Probe slide embeddings: AUROC / AUPRC per label, mean ± std over splits (seed 004's table)."""
-    from wsistream.slide_ssl.probe import abmil_probe, load_encoder, pretraining_overlap
+    from wsistream.slide_ssl.probe import abmil_probe, load_slide_encoder, pretraining_overlap
 
     if probe not in ("head", "logreg"):
         raise typer.BadParameter(f"--probe must be 'head' or 'logreg', got {probe!r}")
     if cv not in ("reference", "repeated", "kfold"):
         raise typer.BadParameter(f"--cv must be 'reference', 'repeated' or 'kfold', got {cv!r}")
     names, table = _read_labels(labels)
-    enc = load_encoder(encoder)
+    enc = load_slide_encoder(encoder)
     sub, y, notes = _labelled_cohort(features, labels, table, enc.cfg.in_dim)
     overlap = pretraining_overlap(encoder, sub.slide_ids)
     if overlap:

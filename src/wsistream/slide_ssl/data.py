@@ -36,9 +36,11 @@ import numpy as np
 
 from wsistream.errors import NoUsableSlidesError
 from wsistream.features.formats import FeatureFileError, SlideFeatures, read_features
+from wsistream.pipeline.paths import SLIDE_EXTENSIONS
 
 _DOWNSAMPLE_KEYS = ("downsample", "patch_downsample", "level_downsample")
-_ID_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", ".svs", ".ndpi", ".tif", ".tiff", ".mrxs")
+#: Suffixes a slide id may carry: a feature file's, or a slide file's (the one list of ``pipeline.paths``).
+_ID_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", *SLIDE_EXTENSIONS)
 
 
 def slide_key(slide_id: str) -> str:

@@ -103,11 +103,11 @@ def learning_check(
         x = embed_slides(enc, slides, layers=layers, concat_mean_input=True)
         return linear_probe(x, y, splits, label_names=syn.label_names, name=name)
 
-    from wsistream.slide_ssl.probe import load_encoder
+    from wsistream.slide_ssl.probe import load_slide_encoder
 
     if res.encoder_path is None:
         raise RuntimeError("pretraining saved no encoder")
-    rows = [_summary_row(probe(load_encoder(res.encoder_path), f"pretrained ({method}, {steps} steps)"))]
+    rows = [_summary_row(probe(load_slide_encoder(res.encoder_path), f"pretrained ({method}, {steps} steps)"))]
     rand = []
     for k in init_seeds:
         torch.manual_seed(k)

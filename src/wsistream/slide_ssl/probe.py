@@ -41,8 +41,8 @@ from wsistream.slide_ssl.encoder import SlideEncoder
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def load_encoder(path: str | os.PathLike[str], which: str = "teacher") -> SlideEncoder:
-    """Encoder from ``slide_encoder.pt`` or from a training ``checkpoint.pt`` (``which``: teacher or student)."""
+def load_slide_encoder(path: str | os.PathLike[str], which: str = "teacher") -> SlideEncoder:
+    """Slide encoder from ``slide_encoder.pt`` or from a training ``checkpoint.pt`` (``which``: teacher or student)."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if "state_dict" in state:
         cfg, sd = EncoderConfig(**state["encoder"]), state["state_dict"]

@@ -5,38 +5,35 @@ Exit codes: 0 every slide written; 1 at least one slide failed (listed); 2 bad o
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from wsistream.registry import TISSUE_DETECTORS
+
 app = typer.Typer(help="Tissue masks.", no_args_is_help=True, add_completion=False)
-
-
-class DetectorName(str, Enum):
-    """Tissue detectors exported by ``wsistream tissue``."""
-
-    otsu = "otsu"
-    hsv = "hsv"
-    clam = "clam"
 
 
 @app.command("tissue")
 def tissue(
     slides: Annotated[list[str], typer.Argument(help="Slides: files, folders, globs or .txt lists.")],
     out: Annotated[Path, typer.Option("--out", help="Folder; one SLIDE_NAME.geojson per slide.")],
-    detector: Annotated[DetectorName, typer.Option("--detector", help="Tissue detector.")] = DetectorName.otsu,
+    detector: Annotated[
+        str, typer.Option("--detector", help=f"Tissue detector: {TISSUE_DETECTORS.help()}.")
+    ] = "otsu",
     overview_side: Annotated[int, typer.Option("--overview-side", help="Longest side of the mask grid.")] = 2048,
 ) -> None:
     """Detect tissue and write it as GeoJSON polygons (holes as interior rings), QuPath-importable."""
     from wsistream.backends import OpenSlideBackend
     from wsistream.errors import WsiStreamError
     from wsistream.pipeline.paths import resolve_slide_paths
-    from wsistream.tissue import CLAMTissueDetector, HSVTissueDetector, OtsuTissueDetector
     from wsistream.tissue.geojson import write_geojson
 
-    det = {"otsu": OtsuTissueDetector, "hsv": HSVTissueDetector, "clam": CLAMTissueDetector}[detector.value]()
+    try:
+        det = TISSUE_DETECTORS.create(detector)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--detector") from exc
     paths = [p for spec in slides for p in resolve_slide_paths(spec)]
     if not paths:
         typer.secho(f"error: no slides match {slides}", err=True, fg=typer.colors.RED)
