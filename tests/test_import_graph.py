@@ -1,9 +1,10 @@
-"""Module-level import cycles in ``src/wsistream``: none, except the ones listed as debt below.
+"""Import cycles in ``src/wsistream``: none, except the ones listed as debt below (issue 19, item 2).
 
-Every ``import``/``from ... import`` in a module counts, at module level or inside a function
-(both run: a function-level import only moves the cycle to call time); imports under
-``if TYPE_CHECKING:`` do not (they never run). A package's ``__init__`` is not an implied
-edge of its submodules: the packages export lazily (``wsistream._lazy``).
+Every ``import``/``from ... import`` in a module is an edge: at module level, inside a function
+(a function-level import only moves the cycle to call time) and under ``if TYPE_CHECKING:`` (a
+circle hidden there still means two modules that cannot be read, changed or tested one without
+the other; ``pipeline.pipeline`` ↔ ``pipeline.stream`` was one). A package's ``__init__`` is not an
+implied edge of its submodules: the packages export lazily (``wsistream._lazy``).
 """
 
 from __future__ import annotations
@@ -20,29 +21,21 @@ KNOWN_CYCLES: set[tuple[str, ...]] = {
 }
 
 
-def _modules() -> dict[str, Path]:
+def _modules(src: Path) -> dict[str, Path]:
     out = {}
-    for path in (SRC / "wsistream").rglob("*.py"):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
+    for path in src.rglob("*.py"):
+        parts = list(path.relative_to(src.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         out[".".join(parts)] = path
     return out
 
 
-def _runtime_imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     tree = ast.parse(path.read_text())
-    skipped = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for node in ast.walk(block)
-    }
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -97,9 +90,9 @@ def _cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
     return found
 
 
-def _graph() -> dict[str, set[str]]:
-    known = _modules()
-    return {name: _runtime_imports(name, path, known) for name, path in known.items()}
+def _graph(src: Path = SRC / "wsistream") -> dict[str, set[str]]:
+    known = _modules(src)
+    return {name: _imports(name, path, known) for name, path in known.items()}
 
 
 def test_no_new_import_cycles():
@@ -119,3 +112,17 @@ def test_encoder_registry_and_model_zoo_import_one_way():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {("a", "b", "c")}
     assert _cycles({"a": {"b"}, "b": set()}) == set()
+
+
+def test_a_circle_behind_type_checking_or_in_a_function_is_found(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "pipeline.py").write_text("from pkg.stream import Stream\n")
+    (pkg / "stream.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.pipeline import Pipeline\n"
+    )
+    (pkg / "zoo.py").write_text("def load():\n    from pkg import registry\n")
+    (pkg / "registry.py").write_text("from pkg.zoo import load\n")
+    (pkg / "leaf.py").write_text("from pkg import stream\n")
+    assert _cycles(_graph(pkg)) == {("pkg.pipeline", "pkg.stream"), ("pkg.registry", "pkg.zoo")}
