@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +108,7 @@ class StorageConfig:
         """
         import fsspec
 
+        _forget_parent_sessions_after_fork()
         protocol = protocol_of(url)
         kwargs = dict(self.options.get(protocol, {}))
         if protocol == "s3":
@@ -124,3 +127,43 @@ class StorageConfig:
         if protocol == "s3":
             fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor option): one attempt
         return fs
+
+
+_fork_hook = threading.Lock()
+_fork_hook_registered = False
+#: In a forked child: what the parent's filesystems' finalizers held, kept alive until exit.
+_inherited: list[object] = []
+
+
+def _forget_parent_sessions_after_fork() -> None:
+    """Register (once per process) :func:`_detach_inherited_finalizers` to run in forked children."""
+    global _fork_hook_registered
+    with _fork_hook:
+        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_detach_inherited_finalizers)
+            _fork_hook_registered = True
+
+
+def _detach_inherited_finalizers() -> None:
+    """In a forked child, disarm the parent's filesystems' session finalizers; keep their objects.
+
+    s3fs (and fsspec's HTTP and gcsfs filesystems) register ``weakref.finalize(fs, close_session,
+    loop, session)``.  A child of a DataLoader fork inherits those objects but not the event-loop
+    thread they belong to; when the garbage collector frees them on the child's *own* loop thread,
+    ``close_session`` schedules the close there and aiohttp fails with "attached to a different
+    loop" (a traceback at worker exit).  Their sockets are the parent's (closing them, or
+    unregistering them from the shared epoll, would disturb the parent), so the child detaches
+    those finalizers and keeps the objects referenced until it exits.  fsspec itself drops its
+    instance cache in a new process, so the child opens its own session on first use.
+    ``weakref.finalize._registry`` is CPython's table of live finalizers (stable since 3.4).
+    """
+    import asyncio
+
+    registry = getattr(weakref.finalize, "_registry", None)
+    if not registry:
+        return
+    for fin, info in list(registry.items()):
+        if any(isinstance(arg, asyncio.AbstractEventLoop) for arg in getattr(info, "args", ())):
+            detached = fin.detach()
+            if detached is not None:
+                _inherited.append(detached)
