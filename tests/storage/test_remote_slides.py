@@ -130,3 +130,21 @@ def test_a_damaged_directory_cache_entry_is_walked_again(s3_slides, storage, tmp
         assert handle.uses_fast_tiles and handle.source.requests > 1  # walked again
     with backend.open(url) as handle:
         assert handle.source.requests == 1  # and cached again
+
+
+def test_preopened_slides_open_and_give_their_overview_without_a_round_trip(s3_slides, storage, proxy):
+    from wsistream.errors import RemoteNotFoundError
+
+    local, url = s3_slides["synthetic-40x.svs"]
+    absent = "s3://slides/cohort/absent.svs"
+    backend = TiffSlideBackend(storage=storage)
+    backend.preopen([url, absent], overview_side=512)
+    with backend.open(url) as remote, TiffSlideBackend().open(local) as here:  # waits for the background open
+        before = proxy.requests
+        overview, downsample = remote.read_overview(512)
+        assert proxy.requests == before  # the overview level was fetched by the pre-open
+        expected, expected_ds = here.read_overview(512)
+        np.testing.assert_array_equal(overview, expected)
+        assert downsample == expected_ds
+    with pytest.raises(RemoteNotFoundError, match="absent.svs"):  # the background open's error, raised here
+        backend.open(absent)

@@ -9,6 +9,7 @@ is small and :meth:`PatchPipeline.resume` continues the exact same stream.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -35,6 +36,10 @@ logger = logging.getLogger("wsistream")
 
 if TYPE_CHECKING:
     from wsistream.pipeline.pipeline import PatchPipeline
+
+#: Slides beyond those a refill opens that remote backends start opening too, so a slot that
+#: retires later finds its successor already open.
+_PREOPEN_AHEAD = 2
 
 #: Failures that will recur every time the slide is opened with this config:
 #: such a slide is not reopened in later epochs.
@@ -138,7 +143,20 @@ class PatchStream(Iterator[PatchResult]):
                 self.dead.add(counters.slide_index)
             return None
 
+    def _preopen_upcoming(self) -> None:
+        """Let the backend start opening the slides this refill (and the next :data:`_PREOPEN_AHEAD`) opens.
+
+        Remote backends open them in background threads, so a pool's round trips overlap
+        (``docs/storage.md``); local backends do nothing.  Order and contents are unchanged.
+        """
+        want = self.p.pool_size - len(self.pool) + _PREOPEN_AHEAD
+        skip = self.dead | {slot.counters.slide_index for slot in self.pool}
+        upcoming = list(itertools.islice((i for i in self._order[self.queue_pos :] if i not in skip), want))
+        self.p.backend.preopen([self.p.slide_list[i] for i in upcoming], overview_side=self.p.max_overview_side)
+
     def _refill(self) -> None:
+        if len(self.pool) < self.p.pool_size:
+            self._preopen_upcoming()
         while len(self.pool) < self.p.pool_size:
             if self.queue_pos >= len(self._order):
                 if not self.p.cycle:
