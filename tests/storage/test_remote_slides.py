@@ -146,5 +146,5 @@ def test_preopened_slides_open_and_give_their_overview_without_a_round_trip(s3_s
         expected, expected_ds = here.read_overview(512)
         np.testing.assert_array_equal(overview, expected)
         assert downsample == expected_ds
-    with pytest.raises(RemoteNotFoundError, match="absent.svs"):  # the background open's error, raised here
+    with pytest.raises(RemoteNotFoundError, match=r"absent\.svs"):  # the background open's error, raised here
         backend.open(absent)
