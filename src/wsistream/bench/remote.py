@@ -1,13 +1,14 @@
 """``wsistream bench --remote``: the 20x pool from a loopback S3 server with added latency, beside local files.
 
 The 8 pool slides of :func:`~wsistream.bench.slides.bench_slides` are uploaded to moto's S3 server
-(``moto[server]``) on 127.0.0.1; a :class:`~wsistream.storage.loopback.FaultProxy` in front adds
-``latency_s`` to every request.  The same Phikon-v2 pipeline (TiffSlide backend, direct JPEG path)
-streams the local files and the URLs; rows give the remote/local ratios, time to the first patch
-(cold: empty directory cache; warm: cache filled), and requests / bytes per patch once the pool is
-open, with bytes compared to the JPEG bytes of the tiles each patch covers.  The raw ranged-request
-rate of the server + proxy is measured in the same run (:func:`_request_ceiling`): remote rates are
-also given as the fraction of that ceiling they use (rate × requests per patch / ceiling).
+(``moto[server]``) on 127.0.0.1; a :class:`~wsistream.storage.loopback.LatencyProxyProcess` in front
+(a child process) adds ``latency_s`` to every request.  The same Phikon-v2 pipeline (TiffSlide
+backend, direct JPEG path) streams the local files and the URLs; rows give the remote/local ratios,
+time to the first patch (cold: empty directory cache; warm: cache filled), and requests / bytes per
+patch once the pool is open, with bytes compared to the JPEG bytes of the tiles each patch covers.
+The raw ranged-request rate of the server + proxy is measured in the same run
+(:func:`_request_ceiling`): remote rates are also given as the fraction of that ceiling they use
+(rate × requests per patch / ceiling).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from wsistream.bench.workloads import rate
 from wsistream.pipeline import PatchPipeline
 from wsistream.recipes import build_pipeline
 from wsistream.storage import StorageConfig
-from wsistream.storage.loopback import FaultProxy, LoopbackS3, s3_options
+from wsistream.storage.loopback import LatencyProxyProcess, LoopbackS3, s3_options
 
 
-def _stream(make: Callable[[], PatchPipeline], n: int, proxy: FaultProxy | None) -> dict[str, Any]:
+def _stream(make: Callable[[], PatchPipeline], n: int, proxy: LatencyProxyProcess | None) -> dict[str, Any]:
     """Rate, time to first patch, and the proxy's requests/bytes after the first patch."""
     pipeline = make()
     t0 = time.perf_counter()
@@ -128,10 +129,10 @@ def run_remote_bench(
         rows.append({"workload": f"remote 20x pool, +{latency_s * 1000:.0f} ms", "row": name,
                      "value": round(value, 3), "unit": unit, **extra})  # fmt: skip
 
-    # moto in a child process: its CPU does not share the measured process's GIL (the proxy is light)
+    # moto and the latency proxy in child processes: their CPU does not share the measured process's GIL
     with (
         LoopbackS3(in_process=False) as s3,
-        FaultProxy(s3.endpoint_url, latency_s=latency_s) as proxy,
+        LatencyProxyProcess(s3.endpoint_url, latency_s=latency_s) as proxy,
         tempfile.TemporaryDirectory(prefix="wsistream-ifd-") as ifd_cache,
     ):
         urls = s3.upload(pool, prefix="pool/")
