@@ -151,7 +151,8 @@ class PatchStream(Iterator[PatchResult]):
         """
         want = self.p.pool_size - len(self.pool) + _PREOPEN_AHEAD
         skip = self.dead | {slot.counters.slide_index for slot in self.pool}
-        upcoming = list(itertools.islice((i for i in self._order[self.queue_pos :] if i not in skip), want))
+        queue = (self._order[j] for j in range(self.queue_pos, len(self._order)))  # no copy of a long order
+        upcoming = list(itertools.islice((i for i in queue if i not in skip), want))
         self.p.backend.preopen([self.p.slide_list[i] for i in upcoming], overview_side=self.p.max_overview_side)
 
     def _refill(self) -> None:
