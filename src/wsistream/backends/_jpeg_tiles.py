@@ -43,7 +43,7 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -284,7 +284,7 @@ class JpegTileReader:
             raise ValueError(f"{self.path}: JpegTileReader is closed")
         ranges = self._ranges(level, missing)
         spare = self._spare(level, missing)
-        data = self._source.read_ranges(ranges, spare) if spare else self._source.read_ranges(ranges)
+        data = self._source.read_ranges(ranges, spare)
         return dict(zip(missing, data, strict=True))
 
     @property
@@ -369,12 +369,12 @@ class JpegTileReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_cache=None, tiles_decoded=0)
         return state
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         # a shared cache does not travel: the unpickled reader gets a private one of the same size
         self._cache = TileCache(self._cache_bytes)
