@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,7 @@ def test_tiffslide_path_for_files_the_fast_path_refuses(s3_slides, storage):
 
 def test_reopen_uses_the_directory_cache_and_coalesces_tile_rows(s3_slides, storage, proxy):
     _, url = s3_slides["CMU-1-Small-Region.svs"]
-    backend = TiffSlideBackend(storage=storage)
+    backend = TiffSlideBackend(storage=dataclasses.replace(storage, readahead_tiles=0))
     with backend.open(url) as first:
         walk_requests = first.source.requests
     assert walk_requests >= 2  # metadata + at least one block of directories
@@ -68,6 +70,23 @@ def test_reopen_uses_the_directory_cache_and_coalesces_tile_rows(s3_slides, stor
         assert proxy.ranged_requests - before == 1
         tiles = again._fast.levels[0]
         assert again.source.bytes_read <= 1.3 * int(tiles.bytecounts[1:4].sum()) + 16 * 1024
+
+
+def test_readahead_serves_the_next_tiles_of_the_row_without_a_request(s3_slides, storage, proxy):
+    local, url = s3_slides["CMU-1-Small-Region.svs"]
+    storage = dataclasses.replace(storage, readahead_tiles=2)
+    with TiffSlideBackend(storage=storage).open(url) as remote, TiffSlideBackend().open(local) as here:
+        before, bytes_before = proxy.ranged_requests, remote.source.bytes_read
+        remote.read_region(250, 10, 0, (400, 100))  # tiles 1-2 of row 0, and 0 + 3-4 read ahead: one request
+        assert proxy.ranged_requests - before == 1
+        tiles = remote._fast.levels[0]
+        assert remote.source.bytes_read - bytes_before == int(tiles.bytecounts[0:5].sum())
+        # tiles 3-4 of row 0 were read ahead: no request, and the pixels are the local file's
+        args = (720, 0, 0, (400, 200))
+        np.testing.assert_array_equal(remote.read_region(*args), here.read_region(*args))
+        assert proxy.ranged_requests - before == 1
+        remote.read_region(1200, 0, 0, (200, 200))  # tile 5 was not: a request
+        assert proxy.ranged_requests - before == 2
 
 
 def test_openslide_refuses_urls_clearly(s3_slides):
@@ -111,3 +130,21 @@ def test_a_damaged_directory_cache_entry_is_walked_again(s3_slides, storage, tmp
         assert handle.uses_fast_tiles and handle.source.requests > 1  # walked again
     with backend.open(url) as handle:
         assert handle.source.requests == 1  # and cached again
+
+
+def test_preopened_slides_open_and_give_their_overview_without_a_round_trip(s3_slides, storage, proxy):
+    from wsistream.errors import RemoteNotFoundError
+
+    local, url = s3_slides["synthetic-40x.svs"]
+    absent = "s3://slides/cohort/absent.svs"
+    backend = TiffSlideBackend(storage=storage)
+    backend.preopen([url, absent], overview_side=512)
+    with backend.open(url) as remote, TiffSlideBackend().open(local) as here:  # waits for the background open
+        before = proxy.requests
+        overview, downsample = remote.read_overview(512)
+        assert proxy.requests == before  # the overview level was fetched by the pre-open
+        expected, expected_ds = here.read_overview(512)
+        np.testing.assert_array_equal(overview, expected)
+        assert downsample == expected_ds
+    with pytest.raises(RemoteNotFoundError, match=r"absent\.svs"):  # the background open's error, raised here
+        backend.open(absent)

@@ -12,6 +12,7 @@ import io
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 
 class ByteSource(ABC):
@@ -29,8 +30,12 @@ class ByteSource(ABC):
     def read(self, offset: int, count: int) -> bytes:
         """Exactly ``count`` bytes at ``offset``; fewer is an error (the source raises)."""
 
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """The bytes of each ``(offset, count)``, in order (remote sources coalesce them)."""
+    def read_ranges(self, ranges: Sequence[tuple[int, int]], spare: Sequence[tuple[int, int]] = ()) -> list[bytes]:
+        """The bytes of each ``(offset, count)``, in order (remote sources coalesce them).
+
+        ``spare``: ranges next to the wanted ones that a remote source may fetch in the same
+        requests and keep for later reads (read-ahead); a local file ignores them.
+        """
         return [self.read(offset, count) for offset, count in ranges]
 
     def file(self) -> io.BufferedReader:
@@ -105,7 +110,7 @@ class LocalFileSource(ByteSource):
         except Exception:
             pass
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fd": None, "_pid": None, "_fh": None}
 
 
@@ -131,7 +136,7 @@ class _SourceFile(io.RawIOBase):
         self._pos = max(0, base + int(offset))
         return self._pos
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         count = min(len(buffer), self._source.size - self._pos)
         if count <= 0:
             return 0

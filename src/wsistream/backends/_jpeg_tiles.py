@@ -43,7 +43,7 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -245,17 +245,47 @@ class JpegTileReader:
         tile.flags.writeable = False
         return tile
 
+    def _missing(self, level: int, cols: range, rows: range) -> list[tuple[int, int]]:
+        return [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
+
+    def _ranges(self, level: int, tiles: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        lv = self.levels[level]
+        index = [r * lv.tiles_across + c for c, r in tiles]
+        return [(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index]
+
+    def _spare(self, level: int, missing: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Byte ranges of the undecoded tiles beside each row's missing ones (remote read-ahead).
+
+        Up to ``source.readahead_tiles`` columns each side of a row's missing tiles; the source
+        fetches them only where they extend that row's request (no extra round trip).
+        """
+        ahead = int(getattr(self._source, "readahead_tiles", 0))
+        if not ahead or not missing:
+            return []
+        lv = self.levels[level]
+        spans: dict[int, list[int]] = {}
+        for c, r in missing:
+            spans.setdefault(r, []).append(c)
+        taken = set(missing)
+        spare = [
+            (c, r)
+            for r, cs in spans.items()
+            for c in range(max(0, min(cs) - ahead), min(lv.tiles_across, max(cs) + ahead + 1))
+            if (c, r) not in taken and (self._token, level, c, r) not in self._cache
+        ]
+        return self._ranges(level, spare)
+
     def _fetch_missing(self, level: int, cols: range, rows: range) -> dict[tuple[int, int], bytes]:
         """Stored bytes of the tiles of ``cols × rows`` not in the cache, in one batched read."""
-        lv = self.levels[level]
-        missing = [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
+        missing = self._missing(level, cols, rows)
         if not missing:
             return {}
-        index = [r * lv.tiles_across + c for c, r in missing]
-        ranges = [(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index]
         if self._closed:
             raise ValueError(f"{self.path}: JpegTileReader is closed")
-        return dict(zip(missing, self._source.read_ranges(ranges), strict=True))
+        ranges = self._ranges(level, missing)
+        spare = self._spare(level, missing)
+        data = self._source.read_ranges(ranges, spare)
+        return dict(zip(missing, data, strict=True))
 
     @property
     def can_prefetch(self) -> bool:
@@ -270,9 +300,8 @@ class JpegTileReader:
             return
         tw, th = lv.tile_width, lv.tile_height
         cols, rows = range(x // tw, (x + width - 1) // tw + 1), range(y // th, (y + height - 1) // th + 1)
-        missing = [(c, r) for r in rows for c in cols if (self._token, level, c, r) not in self._cache]
-        index = [r * lv.tiles_across + c for c, r in missing]
-        start([(int(lv.offsets[i]), int(lv.bytecounts[i])) for i in index])
+        missing = self._missing(level, cols, rows)
+        start(self._ranges(level, missing), self._spare(level, missing))
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Pixels ``[y, y + height) × [x, x + width)`` of ``level`` (level pixels, inside the level).
@@ -340,12 +369,12 @@ class JpegTileReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_cache=None, tiles_decoded=0)
         return state
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         # a shared cache does not travel: the unpickled reader gets a private one of the same size
         self._cache = TileCache(self._cache_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _plan_levels(
             odd = set(tif.flags) - _PLAIN_FLAGS
             if odd:
                 return f"tifffile identifies a {'/'.join(sorted(odd))} layout"
-            candidates = {}
+            candidates: dict[tuple[int, int], list[Any]] = {}
             for page in tif.pages:
                 if not isinstance(page, tifffile.TiffPage) or not page.is_tiled:
                     continue
@@ -91,7 +92,7 @@ def _plan_levels(
         return f"cannot inspect it with tifffile ({type(exc).__name__}: {exc})"
 
 
-def _describe_page(page, file_size: int, *, allow_ycbcr: bool) -> TiffJpegLevel | str:
+def _describe_page(page: Any, file_size: int, *, allow_ycbcr: bool) -> TiffJpegLevel | str:
     """A :class:`TiffJpegLevel` for a tiled page, or why its tiles are not plain JPEG RGB/YCbCr."""
     if int(page.compression) != _COMPRESSION_JPEG:
         return f"compression {int(page.compression)} is not JPEG (7)"

@@ -343,6 +343,14 @@ class SlideBackend(ABC):
         except Exception as exc:
             raise SlideOpenError(path, f"{self.name} cannot open it ({type(exc).__name__}: {exc})") from exc
 
+    def preopen(self, slide_paths: Sequence[str], *, overview_side: int | None = None) -> None:
+        """Start opening slides the stream will open next (URL-reading backends; default nothing).
+
+        A later :meth:`open` of one of them returns it (or raises its error); the order of opens
+        and everything read are unchanged.  ``overview_side``: the stream's overview size.
+        """
+        return None
+
     @abstractmethod
     def _open(self, slide_path: str) -> SlideHandle:
         """Open an existing file; library exceptions propagate (wrapped by :meth:`open`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,6 +56,16 @@ class TiffSlideBackend(SlideBackend):
     reads_urls: ClassVar[bool] = True
     fast_tiles: bool = True
     storage: StorageConfig | None = None
+
+    def preopen(self, slide_paths: Sequence[str], *, overview_side: int | None = None) -> None:
+        """Start opening the URLs among ``slide_paths`` in background threads (``docs/storage.md``)."""
+        urls = [p for p in slide_paths if is_url(p)]
+        if urls:
+            from wsistream.storage.config import StorageConfig
+            from wsistream.storage.slide import preopen
+
+            storage = self.storage if self.storage is not None else StorageConfig()
+            preopen(urls, storage, fast_tiles=self.fast_tiles, probe=_probe_smallest_level, overview_side=overview_side)
 
     def _open(self, slide_path: str) -> SlideHandle:
         import tiffslide

@@ -297,6 +297,10 @@ class PatchPipeline:
         """Open ``path`` into a pool slot (:class:`~wsistream.pipeline.opening.SlideOpener`)."""
         return self._opener.open(path, counters)
 
+    def preopen(self, paths: list[str]) -> None:
+        """Let the backend start opening ``paths`` (remote backends open them in background threads)."""
+        self.backend.preopen(paths, overview_side=self.max_overview_side)
+
     def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:
         """The slide's mask, from the process's LRU or computed from the overview."""
         return self._opener.tissue_mask(handle, props)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,16 +67,18 @@ class Slot:
             return np.array(image)
         return cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
 
-    def prefetch_next(self) -> None:
-        """Start fetching the next position's tiles (remote slides only; the sequence is unchanged)."""
+    def prefetch_next(self, depth: int = 2) -> None:
+        """Start fetching the next ``depth`` positions' tiles (remote slides only; the sequence is unchanged).
+
+        Two: in a round-robin pool each slot's next patch is ``pool_size`` patches away, which at
+        ~100 patches/s is about one loaded round trip; the one after it gives the fetch twice that.
+        """
         if not self.handle.prefetches:
             return
-        position = self._lookahead.peek()
-        if position is None:
-            return
-        plan = position.plan or self.plan
-        x0, y0 = plan.snap(position.x0, position.y0, self.metadata.properties.level_dimensions[plan.level])
-        self.handle.prefetch_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
+        for position in self._lookahead.peek_many(depth):
+            plan = position.plan or self.plan
+            x0, y0 = plan.snap(position.x0, position.y0, self.metadata.properties.level_dimensions[plan.level])
+            self.handle.prefetch_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
 
     def coordinate(self, x0: int, y0: int, plan: ReadPlan) -> PatchCoordinate:
         """The coordinate record of a read."""
@@ -112,28 +115,31 @@ class Slot:
 
 
 class _Lookahead(Iterator[Position]):
-    """An iterator that can show its next item without consuming it (an error is kept for ``next``)."""
+    """An iterator that can show its next items without consuming them (an error is kept for ``next``)."""
 
     def __init__(self, items: Iterator[Position]) -> None:
         self._items = items
-        self._buffered: list[Position] = []
+        self._buffered: collections.deque[Position] = collections.deque()
         self._error: BaseException | None = None
+        self._exhausted = False
 
-    def peek(self) -> Position | None:
-        """The next item, or ``None`` at the end or when drawing it raised (``next`` re-raises)."""
-        if not self._buffered and self._error is None:
+    def peek_many(self, n: int) -> list[Position]:
+        """Up to ``n`` next items; fewer at the end or where drawing one raised (``next`` re-raises it)."""
+        while len(self._buffered) < n and self._error is None and not self._exhausted:
             try:
                 self._buffered.append(next(self._items))
             except StopIteration:
-                return None
+                self._exhausted = True
             except Exception as exc:
                 self._error = exc
-        return self._buffered[0] if self._buffered else None
+        return list(itertools.islice(self._buffered, n))
 
     def __next__(self) -> Position:
         if self._buffered:
-            return self._buffered.pop()
+            return self._buffered.popleft()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        if self._exhausted:
+            raise StopIteration
         return next(self._items)

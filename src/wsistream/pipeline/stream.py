@@ -14,6 +14,7 @@ and reads one patch, so this module imports nothing of ``pipeline.py``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -41,6 +42,10 @@ from wsistream.sampling.base import Position
 from wsistream.types import FailureRecord, PatchResult
 
 logger = logging.getLogger("wsistream")
+
+#: Slides beyond those a refill opens that remote backends start opening too, so a slot that
+#: retires later finds its successor already open.
+_PREOPEN_AHEAD = 2
 
 #: Failures that will recur every time the slide is opened with this config:
 #: such a slide is not reopened in later epochs.
@@ -122,6 +127,10 @@ class PatchSource(Protocol):
         """Keep and log one failure."""
         ...
 
+    def preopen(self, paths: list[str]) -> None:
+        """Start opening ``paths`` in the background where the backend can (remote slides); else nothing."""
+        ...
+
 
 class PatchStream(Iterator[PatchResult]):
     """Iterator over a pipeline's patches; ``state_dict()`` resumes it exactly."""
@@ -194,7 +203,21 @@ class PatchStream(Iterator[PatchResult]):
             self.dead.add(counters.slide_index)
         return None
 
+    def _preopen_upcoming(self) -> None:
+        """Let the backend start opening the slides this refill (and the next :data:`_PREOPEN_AHEAD`) opens.
+
+        Remote backends open them in background threads, so a pool's round trips overlap
+        (``docs/storage.md``); local backends do nothing.  Order and contents are unchanged.
+        """
+        want = self.spec.pool_size - len(self.pool) + _PREOPEN_AHEAD
+        skip = self.dead | {slot.counters.slide_index for slot in self.pool}
+        queue = (self._order[j] for j in range(self.queue_pos, len(self._order)))  # no copy of a long order
+        upcoming = list(itertools.islice((i for i in queue if i not in skip), want))
+        self.source.preopen([self.spec.slide_list[i] for i in upcoming])
+
     def _refill(self) -> None:
+        if len(self.pool) < self.spec.pool_size:
+            self._preopen_upcoming()
         while len(self.pool) < self.spec.pool_size:
             if self.queue_pos >= len(self._order):
                 if not self.spec.cycle:

@@ -10,6 +10,7 @@ when their context exits, and every injected stall is bounded.  Nothing here rea
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,9 @@ from typing import Any
 
 #: Faults :meth:`FaultProxy.inject` understands.
 FAULT_KINDS = ("reset", "stall", "403", "404", "503", "truncate")
+
+#: Path at which a proxy answers its own counters (JSON); never forwarded, never counted.
+STATS_PATH = "/__wsistream_proxy_stats"
 
 #: Credentials moto accepts (it checks none); real ones never appear in tests.
 LOOPBACK_CREDENTIALS = {"key": "testing", "secret": "testing"}
@@ -108,7 +112,7 @@ def _wait_for_port(host: str, port: int, child: subprocess.Popen, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise RuntimeError(f"moto_server exited with status {child.returncode} before listening on {port}")
+            raise RuntimeError(f"{child.args[:3]} exited with status {child.returncode} before listening on {port}")
         with socket.socket() as sock:
             if sock.connect_ex((host, port)) == 0:
                 return
@@ -141,11 +145,13 @@ class FaultProxy:
     stall_s : float
         How long a ``"stall"`` fault holds the connection before closing it (bounded: the client's
         timeout should fire first).
+    port : int
+        Loopback port to listen on (0: a free one).
     """
 
-    def __init__(self, upstream: str, *, latency_s: float = 0.0, stall_s: float = 5.0) -> None:
-        host, port = upstream.split("://", 1)[1].rsplit(":", 1)
-        self.upstream = (host, int(port))
+    def __init__(self, upstream: str, *, latency_s: float = 0.0, stall_s: float = 5.0, port: int = 0) -> None:
+        up_host, up_port = upstream.split("://", 1)[1].rsplit(":", 1)
+        self.upstream = (up_host, int(up_port))
         self.latency_s = float(latency_s)
         self.stall_s = float(stall_s)
         self._faults: list[_Fault] = []
@@ -155,7 +161,7 @@ class FaultProxy:
         self.requests = 0
         self.ranged_requests = 0
         self.bytes_sent = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -237,6 +243,9 @@ class FaultProxy:
                 pass
 
             def _forward(self) -> None:
+                if self.path == STATS_PATH:
+                    self._stats()
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 body = self.rfile.read(int(headers.get("content-length", 0) or 0))
                 fault = proxy._take_fault(self.command, self.path, headers)
@@ -266,6 +275,17 @@ class FaultProxy:
                 if fault == "truncate":
                     self._abort()
 
+            def _stats(self) -> None:
+                with proxy._lock:
+                    counts = {"requests": proxy.requests, "ranged_requests": proxy.ranged_requests}
+                    counts["bytes_sent"] = proxy.bytes_sent
+                payload = json.dumps(counts).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def _abort(self) -> None:
                 self.close_connection = True
                 try:
@@ -287,3 +307,56 @@ class FaultProxy:
             do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 
         return Handler
+
+
+class LatencyProxyProcess:
+    """A :class:`FaultProxy` with latency only, in a child process (benchmarks).
+
+    In-process, the proxy's threads parse and copy every request under the measured process's GIL,
+    which a client talking to a real object store never pays.  Counters come from the child over
+    :data:`STATS_PATH`; the child is terminated on exit.
+    """
+
+    def __init__(self, upstream: str, *, latency_s: float) -> None:
+        self.upstream = upstream
+        self.latency_s = float(latency_s)
+        self._child: subprocess.Popen | None = None
+        self.endpoint_url = ""
+
+    def __enter__(self) -> LatencyProxyProcess:
+        port = _free_port()
+        code = (
+            "import sys; from wsistream.storage.loopback import FaultProxy; "
+            "p = FaultProxy(sys.argv[1], latency_s=float(sys.argv[2]), port=int(sys.argv[3])); "
+            "p._server.serve_forever()"
+        )
+        command = [sys.executable, "-c", code, self.upstream, str(self.latency_s), str(port)]
+        self._child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port("127.0.0.1", port, self._child)
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._child is not None:
+            self._child.terminate()
+            self._child.wait(timeout=10)
+
+    def _counts(self) -> dict[str, int]:
+        host, port = self.endpoint_url.split("://", 1)[1].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", STATS_PATH)
+            counts: dict[str, int] = json.loads(conn.getresponse().read())
+            return counts
+        finally:
+            conn.close()
+
+    @property
+    def ranged_requests(self) -> int:
+        """Ranged GETs forwarded so far."""
+        return self._counts()["ranged_requests"]
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes sent to clients so far."""
+        return self._counts()["bytes_sent"]

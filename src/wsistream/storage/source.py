@@ -40,14 +40,18 @@ def _is_permanent(err: RemoteStorageError) -> bool:
     return isinstance(err, (RemoteNotFoundError, RemoteAccessDeniedError, RemoteObjectChangedError))
 
 
-def _resolve_part(part: Future, index: int, whole: Future) -> None:
-    """Complete one range's future from the batched prefetch it belongs to."""
+def _key(r: Sequence[int]) -> tuple[int, int]:
+    return int(r[0]), int(r[1])
+
+
+def _resolve_part(part: Future, r: tuple[int, int], whole: Future) -> None:
+    """Complete one range's future from the batched prefetch it belongs to (``None``: not fetched)."""
     if whole.cancelled():
         part.cancel()
     elif whole.exception() is not None:
         part.set_exception(whole.exception())
     else:
-        part.set_result(whole.result()[index])
+        part.set_result(whole.result().get(r))
 
 
 class _Truncated(OSError):
@@ -79,6 +83,8 @@ class RemoteByteSource(ByteSource):
         self._lock = threading.Lock()
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._blocks_nbytes = 0
+        self._tiles: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # stored tile bytes by (offset, count)
+        self._tiles_nbytes = 0
         self.requests = 0
         self.bytes_read = 0
         #: The last error raised to a caller; tifffile logs and swallows some read errors, so the
@@ -121,8 +127,8 @@ class RemoteByteSource(ByteSource):
         if self._pid != os.getpid():  # a forked child: the parent's event loop and pool do not exist here
             self._file = self._pool = self._prefetcher = None
             self._prefetched = {}
-            self._blocks = OrderedDict()
-            self._blocks_nbytes = 0
+            self._blocks, self._tiles = OrderedDict(), OrderedDict()
+            self._blocks_nbytes = self._tiles_nbytes = 0
             self._lock = threading.Lock()
             self._connect()
 
@@ -240,67 +246,114 @@ class RemoteByteSource(ByteSource):
     #: Prefetched ranges kept at most (older ones are dropped unread).
     MAX_PREFETCHED = 256
 
-    def prefetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> None:
-        """Start fetching ``ranges`` in the background; a later :meth:`read_ranges` of them waits for it.
+    @property
+    def readahead_tiles(self) -> int:
+        """Tiles each side of a fetched row the tile reader offers as ``spare`` (``storage.readahead_tiles``)."""
+        return self.storage.readahead_tiles
+
+    def prefetch_ranges(self, ranges: Sequence[tuple[int, int]], spare: Sequence[tuple[int, int]] = ()) -> None:
+        """Start fetching ``ranges`` (and adjacent ``spare``) in the background; a later read waits for it.
 
         Failures are not raised here: the read that needs the bytes fetches them again (with its
         retries) and raises there, so prefetching never changes which error a read reports.
         """
         self._ensure()
-        wanted = [tuple(r) for r in ranges if tuple(r) not in self._prefetched]
+        self._prefetched = {r: f for r, f in self._prefetched.items() if not f.done()}  # done: in the tile cache
+        wanted = [r for r in map(_key, ranges) if r not in self._prefetched and self._cached_tile(r) is None]
         if not wanted:
             return
-        while len(self._prefetched) + len(wanted) > self.MAX_PREFETCHED and self._prefetched:
+        taken = set(wanted)
+        extra = [r for r in map(_key, spare) if r not in taken and r not in self._prefetched]
+        while len(self._prefetched) + len(wanted) + len(extra) > self.MAX_PREFETCHED and self._prefetched:
             self._prefetched.pop(next(iter(self._prefetched))).cancel()
         if self._prefetcher is None:
             self._prefetcher = ThreadPoolExecutor(2, thread_name_prefix="wsistream-prefetch")
-        future = self._prefetcher.submit(self._read_ranges_now, wanted)
-        for i, r in enumerate(wanted):
+        future = self._prefetcher.submit(self._fetch_tiles, wanted, extra)
+        for r in wanted + extra:
             part: Future = Future()
-            future.add_done_callback(functools.partial(_resolve_part, part, i))
+            future.add_done_callback(functools.partial(_resolve_part, part, r))
             self._prefetched[r] = part
 
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Each ``(offset, count)``; ranges closer than ``coalesce_gap_bytes`` share one request."""
+    def read_ranges(self, ranges: Sequence[tuple[int, int]], spare: Sequence[tuple[int, int]] = ()) -> list[bytes]:
+        """Each ``(offset, count)``; ranges closer than ``coalesce_gap_bytes`` share one request.
+
+        ``spare`` ranges (tiles next to the wanted ones) are fetched only where they extend a
+        request for wanted ranges, and kept in the stored-tile cache for later reads.
+        """
         self._ensure()
-        if not ranges:
-            return []
-        out: dict[int, bytes] = {}
-        for i, r in enumerate(ranges):
-            part = self._prefetched.pop(tuple(r), None)
+        out: dict[tuple[int, int], bytes] = {}
+        for r in map(_key, ranges):
+            data = self._cached_tile(r)
+            part = self._prefetched.pop(r, None) if data is None else None
             if part is not None:
                 with contextlib.suppress(Exception):  # else fetched again below, where a failure is raised
-                    out[i] = part.result(timeout=self.storage.timeout_s * (self.storage.retries + 1))
-        rest = [i for i in range(len(ranges)) if i not in out]
+                    data = part.result(timeout=self.storage.timeout_s * (self.storage.retries + 1))
+            if data is not None:
+                out[r] = data
+        rest = [r for r in map(_key, ranges) if r not in out]
         if rest:
-            for i, data in zip(rest, self._read_ranges_now([ranges[i] for i in rest]), strict=True):
-                out[i] = data
-        return [out[i] for i in range(len(ranges))]
+            taken = set(rest)
+            extra = [r for r in map(_key, spare) if r not in taken and r not in self._prefetched]
+            out.update(self._fetch_tiles(rest, extra))
+        return [out[_key(r)] for r in ranges]
 
-    def _read_ranges_now(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        if not ranges:
-            return []
-        order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
-        groups: list[list[int]] = []
-        for i in order:
-            offset, _ = ranges[i]
-            if groups:
-                prev_end = max(ranges[j][0] + ranges[j][1] for j in groups[-1])
-                if offset - prev_end <= self.storage.coalesce_gap_bytes:
-                    groups[-1].append(i)
-                    continue
-            groups.append([i])
-        spans = [(ranges[g[0]][0], max(ranges[j][0] + ranges[j][1] for j in g)) for g in groups]
+    def _cached_tile(self, r: tuple[int, int]) -> bytes | None:
+        with self._lock:
+            data = self._tiles.get(r)
+            if data is not None:
+                self._tiles.move_to_end(r)
+            return data
+
+    def _fetch_tiles(
+        self, wanted: Sequence[tuple[int, int]], spare: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        """Fetch ``wanted`` (coalesced) plus the ``spare`` ranges that chain onto them.
+
+        Candidates sorted by offset are grouped where the gap is at most ``coalesce_gap_bytes``; a
+        group with no wanted range is not fetched, and its ends are trimmed of spare ranges already
+        cached (inside a group they are read again: bridging them costs bytes, not a request).
+        Every range fetched enters the tile cache.
+        """
+        if not wanted:
+            return {}
+        want = set(wanted)
+        groups: list[list[tuple[int, int]]] = []
+        group_end = -1
+        for r in sorted(want.union(spare)):
+            if groups and r[0] - group_end <= self.storage.coalesce_gap_bytes:
+                groups[-1].append(r)
+                group_end = max(group_end, r[0] + r[1])
+            else:
+                groups.append([r])
+                group_end = r[0] + r[1]
+        kept = []
+        for g in groups:
+            needed = [i for i, r in enumerate(g) if r in want or self._cached_tile(r) is None]
+            if any(r in want for r in g):
+                kept.append(g[needed[0] : needed[-1] + 1])
+        groups = kept
+        spans = [(g[0][0], max(o + n for o, n in g)) for g in groups]
         for start, end in spans:
             if end > self.size:
                 raise self._fail(RemoteStorageError(self.name, f"range {start}-{end - 1} is past the end"))
-        data = self._fetch(spans, f"{len(ranges)} tile ranges in {len(spans)} requests")
-        out: list[bytes] = [b""] * len(ranges)
+        data = self._fetch(spans, f"{len(want)} tile ranges in {len(spans)} requests")
+        out = {}
         for group, (start, _), chunk in zip(groups, spans, data, strict=True):
-            for i in group:
-                offset, count = ranges[i]
-                out[i] = chunk[offset - start : offset - start + count]
+            for offset, count in group:
+                out[(offset, count)] = chunk[offset - start : offset - start + count]
+        self._store_tiles(out)
         return out
+
+    def _store_tiles(self, tiles: dict[tuple[int, int], bytes]) -> None:
+        capacity = self.storage.tile_bytes_cache_bytes
+        with self._lock:
+            for r, data in tiles.items():
+                if r not in self._tiles and len(data) <= capacity:
+                    self._tiles[r] = data
+                    self._tiles_nbytes += len(data)
+            while self._tiles_nbytes > capacity:
+                _, evicted = self._tiles.popitem(last=False)
+                self._tiles_nbytes -= len(evicted)
 
     def close(self) -> None:
         """Stop the request threads of this process and drop the blocks; idempotent."""
@@ -314,11 +367,13 @@ class RemoteByteSource(ByteSource):
         self._pool = self._prefetcher = self._file = None
         self._prefetched = {}
         self._blocks.clear()
+        self._tiles.clear()
 
     def __getstate__(self) -> dict:
         state = {**self.__dict__, "_file": None, "_pool": None, "_pid": None, "_lock": None}
         state.update(_prefetched={}, _prefetcher=None)
-        state.update(_blocks=OrderedDict(), _blocks_nbytes=0, requests=0, bytes_read=0, failure=None)
+        state.update(_blocks=OrderedDict(), _blocks_nbytes=0, _tiles=OrderedDict(), _tiles_nbytes=0)
+        state.update(requests=0, bytes_read=0, failure=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
