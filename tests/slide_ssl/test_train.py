@@ -124,3 +124,12 @@ def test_fp16_mode_scales_the_loss_and_resumes_exactly(tiny_config, feature_dir,
     assert abs(full.losses[0] - fp32.losses[0]) < 0.05 * abs(fp32.losses[0])
     pretrain(feature_dir, tmp_path / "part", cfg, progress=False, stop_after=2)
     assert pretrain(feature_dir, tmp_path / "part", cfg, progress=False).losses == full.losses
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_only_fp16_uses_a_loss_scaler(precision, tiny_config, feature_dir, tmp_path):
+    # dino/main.py l.116-118: GradScaler only with --use_fp16; bf16 has float32's range and needs none
+    pretrain(feature_dir, tmp_path, tiny_config("dino", steps=1, precision=precision), progress=False)
+    assert "scaler" not in torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    with pytest.raises(ValueError, match="pass 'auto', 'fp32', 'bf16' or 'fp16'"):
+        tiny_config("dino", precision="fp8")

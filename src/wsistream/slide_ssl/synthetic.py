@@ -120,6 +120,8 @@ def make_arrangement_cohort(
     label is a property of the arrangement alone. ``origin_range``: tissue offset on the glass, drawn from
     ``0 .. origin_range`` tiles per axis (so absolute grid positions carry no label information).
     """
+    if layout not in ("stripes", "halves", "clusters"):
+        raise ValueError(f"layout={layout!r}; pass 'stripes', 'halves' or 'clusters'")
     if any(v < 2 or v % 2 for v in sides):
         raise ValueError(f"sides={sides}: pass even sides >= 2 so both orientations cover the same tile count")
     rng = np.random.default_rng(seed)
@@ -133,9 +135,7 @@ def make_arrangement_cohort(
         side = int(rng.choice(sides))
         yy, xx = np.mgrid[0:side, 0:side]
         gx, gy = xx.ravel(), yy.ravel()
-        phase = int(rng.integers(0, 2))
-        along = gy if labels[s, 0] else gx
-        on = (along + phase) % 2 == 0 if layout == "stripes" else (along < side // 2) == bool(phase)
+        on = _layout_mask(layout, side, gx, gy, bool(labels[s, 0]), rng)
         feats = rng.normal(size=(gx.size, dim))
         feats[on] += motif
         origin = rng.integers(0, origin_range + 1, size=2)
@@ -144,6 +144,50 @@ def make_arrangement_cohort(
         write_h5(out / f"{sid}.h5", feats.astype(np.float32), coords, patch_size=tile_size, level=0)
         ids.append(sid)
     return _write_labels(out, ids, labels, ["rows"])
+
+
+def _layout_mask(
+    layout: str, side: int, gx: np.ndarray, gy: np.ndarray, label: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """Which tiles of a ``side x side`` square carry the motif."""
+    if layout == "clusters":
+        return _clustered(side, rng) if label else _isolated(side, rng)
+    phase = int(rng.integers(0, 2))
+    along = gy if label else gx
+    if layout == "stripes":
+        return np.asarray((along + phase) % 2 == 0)
+    return np.asarray((along < side // 2) == bool(phase))
+
+
+def _cluster_count(side: int) -> int:
+    """Motif tiles of a ``clusters`` slide: a quarter of the 2x2 blocks, i.e. about a quarter of the tiles."""
+    return 4 * max(1, round((side // 2) ** 2 / 4))
+
+
+def _clustered(side: int, rng: np.random.Generator) -> np.ndarray:
+    """Motif on whole 2x2 blocks of the aligned block lattice (row-major tile order)."""
+    blocks = (side // 2) ** 2
+    on = np.zeros((side, side), dtype=bool)
+    for b in rng.choice(blocks, size=_cluster_count(side) // 4, replace=False):
+        by, bx = divmod(int(b), side // 2)
+        on[2 * by : 2 * by + 2, 2 * bx : 2 * bx + 2] = True
+    return on.ravel()
+
+
+def _isolated(side: int, rng: np.random.Generator) -> np.ndarray:
+    """As many motif tiles as :func:`_clustered`, no two sharing an edge (random sequential placement)."""
+    target = _cluster_count(side)
+    while True:
+        on = np.zeros((side + 2, side + 2), dtype=bool)  # one tile of margin: no bounds checks
+        placed = 0
+        for c in rng.permutation(side * side):
+            y, x = divmod(int(c), side)
+            y, x = y + 1, x + 1
+            if not (on[y - 1, x] or on[y + 1, x] or on[y, x - 1] or on[y, x + 1]):
+                on[y, x] = True
+                placed += 1
+                if placed == target:
+                    return on[1:-1, 1:-1].ravel()
 
 
 def _write_labels(out: Path, ids: list[str], labels: np.ndarray, names: list[str]) -> SyntheticCohort:
