@@ -15,8 +15,8 @@ initialisation pools tiles almost linearly, gives a linear probe little to
 work with. Used by the tests and the docs' quick start.
 
 :func:`make_arrangement_cohort` goes further: its label is not a property of any tile or of the bag of
-tiles at all. Every slide is a square of tiles, half of which carry one motif; label 1 lays the motif on
-every other row, label 0 on every other column (random phase, random offset on the glass). Both classes
+tiles at all. Every slide is a square of tiles, a fixed number of which carry one motif; the label is how
+they are laid out (rows vs columns, horizontal vs vertical halves, 2x2 clumps vs isolated). Both classes
 have the same tiles in distribution -- the same number of motif tiles, the same noise -- so anything that
 pools tiles without their positions (mean embedding, ABMIL) is at chance; only the spatial arrangement,
 which every crop shows, tells the classes apart.
@@ -111,14 +111,20 @@ def make_arrangement_cohort(
     layout: str = "halves",
     seed: int = 0,
 ) -> SyntheticCohort:
-    """Write ``n_slides`` ``.h5`` files whose label is the orientation of a striped motif, and ``labels.csv``.
+    """Write ``n_slides`` ``.h5`` files whose label is a property of the tiles' arrangement only, and ``labels.csv``.
 
     Slide ``s`` is a ``side x side`` square (``side`` drawn from the even ``sides``) of unit-Gaussian tile
-    embeddings; the motif ``strength * u`` (one fixed unit vector) is added to the tiles of every other row
-    (label 1) or every other column (label 0), starting at a random phase 0 / 1. Both labels therefore put
-    the motif on exactly ``side**2 / 2`` tiles: the tile multiset has the same distribution for both, and the
-    label is a property of the arrangement alone. ``origin_range``: tissue offset on the glass, drawn from
-    ``0 .. origin_range`` tiles per axis (so absolute grid positions carry no label information).
+    embeddings; the motif ``strength * u`` (one fixed unit vector) is added to a set of tiles that both labels
+    give the same size, so the tile multiset has the same distribution in both classes and no bag-of-tiles
+    method (mean pooling, ABMIL without positions) can beat chance:
+
+    ``"stripes"``: every other row (label 1) or column (label 0), random phase, ``side**2 / 2`` tiles;
+    ``"halves"``: the top or bottom half (label 1) or the left or right half (label 0);
+    ``"clusters"``: about a quarter of the tiles, on whole 2x2 blocks (label 1) or with no two motif tiles
+    sharing an edge (label 0).
+
+    ``origin_range``: tissue offset on the glass, drawn from ``0 .. origin_range`` tiles per axis (so absolute
+    grid positions carry no label information; 0 puts every slide's corner at grid (0, 0)).
     """
     if layout not in ("stripes", "halves", "clusters"):
         raise ValueError(f"layout={layout!r}; pass 'stripes', 'halves' or 'clusters'")
