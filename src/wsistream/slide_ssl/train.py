@@ -180,8 +180,8 @@ def _autocast(ctx: DistContext, precision: str) -> contextlib.AbstractContextMan
 
 
 @dataclass(frozen=True)
-class StepStats:
-    """What one optimizer step measured, by name (it was a positional ``torch.zeros(6)``).
+class _StepStats:
+    """What one optimizer step measured, by name.
 
     Loss terms are summed over the step's micro-batches, each divided by ``grad_accum`` (so a mean);
     ``tokens`` counts non-padding tokens, ``nonfinite`` the micro-batches whose loss was not finite.
@@ -195,21 +195,21 @@ class StepStats:
     tokens: float = 0.0
     nonfinite: float = 0.0
 
-    def add_micro(self, losses: dict[str, torch.Tensor], accum: int, tokens: int) -> StepStats:
+    def add_micro(self, losses: dict[str, torch.Tensor], accum: int, tokens: int) -> _StepStats:
         """The sums after one finite micro-batch (``losses`` from :meth:`SSLModel.forward_loss`)."""
         terms = {k: getattr(self, k) + float(losses[k].detach()) / accum for k in ("loss", "dino", "ibot", "koleo")}
         return dataclasses.replace(self, **terms, tokens=self.tokens + tokens)
 
-    def add_nonfinite(self) -> StepStats:
+    def add_nonfinite(self) -> _StepStats:
         """The sums after a micro-batch whose loss was inf / NaN (its loss terms are left out)."""
         return dataclasses.replace(self, nonfinite=self.nonfinite + 1)
 
-    def mean_over_ranks(self, world_size: int) -> StepStats:
+    def mean_over_ranks(self, world_size: int) -> _StepStats:
         """Every field averaged over the ranks (one float64 all-reduce; identity for one process)."""
         names = [f.name for f in dataclasses.fields(self)]
         flat = torch.tensor([getattr(self, n) for n in names], dtype=torch.float64)
         allreduce_mean_([flat], world_size)
-        return StepStats(**dict(zip(names, flat.tolist(), strict=True)))
+        return _StepStats(**dict(zip(names, flat.tolist(), strict=True)))
 
 
 @dataclass
@@ -344,7 +344,7 @@ def _set_hyperparameters(run: _Run, step: int) -> None:
         g["weight_decay"] = float(run.sched.weight_decay[step]) * g["wd_multiplier"]
 
 
-def _forward_backward(run: _Run, feed: _SlideFeed, step: int) -> StepStats:
+def _forward_backward(run: _Run, feed: _SlideFeed, step: int) -> _StepStats:
     """The ``grad_accum`` micro-batches of this rank: crops, forward, scaled ``backward`` of ``loss / accum``.
 
     A micro-batch with a non-finite loss gets no backward pass and is counted in ``nonfinite``.
@@ -352,7 +352,7 @@ def _forward_backward(run: _Run, feed: _SlideFeed, step: int) -> StepStats:
     cfg, ctx = run.cfg, run.ctx
     accum, bsz = cfg.optim.grad_accum, cfg.batch_size
     temp = float(run.sched.teacher_temp[step])
-    stats = StepStats()
+    stats = _StepStats()
     for micro in range(accum):
         first = ((step * accum + micro) * ctx.world_size + ctx.rank) * bsz
         slides = [feed.load(first + j) for j in range(bsz)]
@@ -401,7 +401,7 @@ def _skip_step(run: _Run, step: int, skips: list[SkipRecord]) -> None:
         )
 
 
-def _history_row(sched: Schedules, step: int, stats: StepStats) -> dict[str, Any]:
+def _history_row(sched: Schedules, step: int, stats: _StepStats) -> dict[str, Any]:
     """One row of ``loss.csv`` / ``PretrainResult.history``."""
     return {
         "step": step + 1,
