@@ -96,3 +96,27 @@ def test_help_shows_every_preset_default():
         "[1,2,4,8,16]",
     ):
         assert shown in text, shown
+
+
+@pytest.mark.parametrize("command", ["slide-pretrain", "slide-probe"])
+def test_every_optional_option_states_its_default(command):
+    # typer prints "[default: X]" only for non-None defaults; an option whose default is None (preset- or
+    # data-dependent) must state it in its help text, and the rendered help must keep it (rich markup
+    # swallowed "[preset: ...]" once)
+    import typer.main
+
+    cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.replace("│", " ").split())
+    for p in cmd.params:
+        if p.required or p.name == "help":
+            continue
+        if p.default is None:
+            assert "default" in p.help or "[" in p.help, f"--{p.name} states no default"
+            assert " ".join(p.help.split()[-3:]) in text, f"--{p.name}: help text lost in rendering"
+        elif isinstance(p.default, bool):
+            flag = (p.opts if p.default else p.secondary_opts)[0].lstrip("-")
+            assert f"[default: {flag}]" in text, f"--{p.name}"
+        else:
+            assert f"[default: {p.default}]" in text, f"--{p.name}"

@@ -132,3 +132,12 @@ def test_old_load_encoder_name_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="renamed load_slide_encoder"):
         assert slide_ssl.load_encoder is load_slide_encoder
     assert "load_encoder" not in slide_ssl.__all__ and slide_ssl.load_slide_encoder is load_slide_encoder
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_only_fp16_uses_a_loss_scaler(precision, tiny_config, feature_dir, tmp_path):
+    # dino/main.py l.116-118: GradScaler only with --use_fp16; bf16 has float32's range and needs none
+    pretrain(feature_dir, tmp_path, tiny_config("dino", steps=1, precision=precision), progress=False)
+    assert "scaler" not in torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    with pytest.raises(ValueError, match="pass 'auto', 'fp32', 'bf16' or 'fp16'"):
+        tiny_config("dino", precision="fp8")

@@ -10,7 +10,8 @@ encoder's attention ignores it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,12 +40,12 @@ class ViewBatch:
 
     def to(self, device: torch.device | str) -> ViewBatch:
         """Move every tensor to ``device``."""
-        moved = {
+        moved: dict[str, Any] = {
             f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
             for f in fields(self)
             for v in [getattr(self, f.name)]
         }
-        return ViewBatch(**moved)
+        return replace(self, **moved)
 
     @property
     def n_tokens(self) -> int:

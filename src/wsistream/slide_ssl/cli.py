@@ -7,10 +7,15 @@ import dataclasses
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
+
+if TYPE_CHECKING:  # the commands import torch lazily, so --help stays fast
+    from wsistream.slide_ssl.data import SlideCohort
+    from wsistream.slide_ssl.encoder import SlideEncoder
+    from wsistream.slide_ssl.probe import ProbeScores, Split
 
 app = typer.Typer(help="Slide-level self-supervised pretraining on tile-embedding sequences.", no_args_is_help=True)
 
@@ -213,7 +218,9 @@ def slide_probe(
     _print_table(summary)
 
 
-def _labelled_cohort(features: Path, labels: Path, table: dict[str, list[float]], in_dim: int) -> tuple[Any, Any, list]:
+def _labelled_cohort(
+    features: Path, labels: Path, table: dict[str, list[float]], in_dim: int
+) -> tuple[SlideCohort, np.ndarray, list[str]]:
     """The scanned slides that have labels, in the labels CSV's row order (SLP splits the CSV's slide list)."""
     from wsistream.slide_ssl.data import SlideCohort
 
@@ -252,8 +259,20 @@ def _random_name(k: int, n: int) -> str:
 
 
 def _probe_encoder(
-    enc: Any, name: str, *, sub, y, splits, names, probe, layers, concat_mean, max_tiles, seed, head_epochs
-):
+    enc: SlideEncoder,
+    name: str,
+    *,
+    sub: SlideCohort,
+    y: np.ndarray,
+    splits: list[Split],
+    names: list[str],
+    probe: str,
+    layers: tuple[int, ...],
+    concat_mean: bool,
+    max_tiles: int,
+    seed: int,
+    head_epochs: int,
+) -> ProbeScores:
     from wsistream.slide_ssl.linear_head import HeadProbeConfig, head_probe
     from wsistream.slide_ssl.probe import embed_slides, linear_probe
 

@@ -137,6 +137,12 @@ def _main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--method", default="dino", help="dino | dinov2 | dinov2-grid [dino]")
     ap.add_argument("--cohort", default="xor", help="xor | arrangement (see learning_check) [xor]")
     ap.add_argument("--steps", type=int, default=150, help="pretraining steps [150]")
+    ap.add_argument(
+        "--cohort-kw",
+        type=json.loads,
+        default={},
+        help='JSON keywords of the cohort generator, e.g. \'{"layout": "stripes"}\' [{}]',
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads [2]")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,7 +150,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     for ds in args.data_seeds:
         r = learning_check(
             args.out / f"data{ds}", data_seed=ds, init_seeds=range(args.init_seeds), method=args.method,
-            steps=args.steps, cohort=args.cohort,
+            steps=args.steps, cohort=args.cohort, cohort_kw=args.cohort_kw,
         )  # fmt: skip
         results.append(r)
         print(json.dumps(r, indent=1), flush=True)

@@ -104,7 +104,7 @@ def _train_head(x: torch.Tensor, y: torch.Tensor, cfg: HeadProbeConfig, gen: tor
             per = F.binary_cross_entropy_with_logits(head(x[idx]), target[idx], reduction="none")
             k = known[idx]
             per_slide = (per * k).sum(1) / k.sum(1).clamp(min=1)  # BCEWithLogitsLoss mean over known labels
-            (per_slide.sum() / chunk).backward()
+            torch.autograd.backward(per_slide.sum() / chunk)
             if idx.numel() == chunk:  # a full gc group: step (a shorter tail carries into the next epoch)
                 opt.step()
                 opt.zero_grad()

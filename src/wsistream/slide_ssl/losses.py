@@ -61,7 +61,8 @@ class DINOHead(nn.Module):
         """(..., in_dim) -> (..., out_dim) prototype logits."""
         x = self.mlp(x)
         eps = 1e-6 if x.dtype in (torch.float16, torch.bfloat16) else 1e-12
-        return self.last_layer(F.normalize(x, dim=-1, p=2, eps=eps))
+        logits: torch.Tensor = self.last_layer(F.normalize(x, dim=-1, p=2, eps=eps))
+        return logits
 
 
 def _world() -> int:
@@ -74,6 +75,8 @@ class Centering(nn.Module):
     DINO: the mean is over the teacher's CLS outputs; iBOT: over the masked tokens' outputs. Sum and count are
     all-reduced, so a rank without masked tokens still joins the collective (DINOv2 averages per-rank means).
     """
+
+    center: torch.Tensor  # (1, dim) buffer, checkpointed with the model
 
     def __init__(self, dim: int, momentum: float) -> None:
         super().__init__()

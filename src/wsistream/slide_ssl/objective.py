@@ -108,7 +108,7 @@ class SSLModel(nn.Module):
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """``teacher <- m * teacher + (1 - m) * student`` over all parameters."""
-        t = [p for p in self.teacher.parameters()]
+        t: list[torch.Tensor] = list(self.teacher.parameters())
         s = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(t, momentum)
         torch._foreach_add_(t, s, alpha=1 - momentum)

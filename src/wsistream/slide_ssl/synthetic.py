@@ -15,8 +15,8 @@ initialisation pools tiles almost linearly, gives a linear probe little to
 work with. Used by the tests and the docs' quick start.
 
 :func:`make_arrangement_cohort` goes further: its label is not a property of any tile or of the bag of
-tiles at all. Every slide is a square of tiles, half of which carry one motif; label 1 lays the motif on
-every other row, label 0 on every other column (random phase, random offset on the glass). Both classes
+tiles at all. Every slide is a square of tiles, a fixed number of which carry one motif; the label is how
+they are laid out (rows vs columns, horizontal vs vertical halves, 2x2 clumps vs isolated). Both classes
 have the same tiles in distribution -- the same number of motif tiles, the same noise -- so anything that
 pools tiles without their positions (mean embedding, ABMIL) is at chance; only the spatial arrangement,
 which every crop shows, tells the classes apart.
@@ -111,15 +111,23 @@ def make_arrangement_cohort(
     layout: str = "halves",
     seed: int = 0,
 ) -> SyntheticCohort:
-    """Write ``n_slides`` ``.h5`` files whose label is the orientation of a striped motif, and ``labels.csv``.
+    """Write ``n_slides`` ``.h5`` files whose label is a property of the tiles' arrangement only, and ``labels.csv``.
 
     Slide ``s`` is a ``side x side`` square (``side`` drawn from the even ``sides``) of unit-Gaussian tile
-    embeddings; the motif ``strength * u`` (one fixed unit vector) is added to the tiles of every other row
-    (label 1) or every other column (label 0), starting at a random phase 0 / 1. Both labels therefore put
-    the motif on exactly ``side**2 / 2`` tiles: the tile multiset has the same distribution for both, and the
-    label is a property of the arrangement alone. ``origin_range``: tissue offset on the glass, drawn from
-    ``0 .. origin_range`` tiles per axis (so absolute grid positions carry no label information).
+    embeddings; the motif ``strength * u`` (one fixed unit vector) is added to a set of tiles that both labels
+    give the same size, so the tile multiset has the same distribution in both classes and no bag-of-tiles
+    method (mean pooling, ABMIL without positions) can beat chance:
+
+    ``"stripes"``: every other row (label 1) or column (label 0), random phase, ``side**2 / 2`` tiles;
+    ``"halves"``: the top or bottom half (label 1) or the left or right half (label 0);
+    ``"clusters"``: about a quarter of the tiles, on whole 2x2 blocks (label 1) or with no two motif tiles
+    sharing an edge (label 0).
+
+    ``origin_range``: tissue offset on the glass, drawn from ``0 .. origin_range`` tiles per axis (so absolute
+    grid positions carry no label information; 0 puts every slide's corner at grid (0, 0)).
     """
+    if layout not in ("stripes", "halves", "clusters"):
+        raise ValueError(f"layout={layout!r}; pass 'stripes', 'halves' or 'clusters'")
     if any(v < 2 or v % 2 for v in sides):
         raise ValueError(f"sides={sides}: pass even sides >= 2 so both orientations cover the same tile count")
     rng = np.random.default_rng(seed)
@@ -133,9 +141,7 @@ def make_arrangement_cohort(
         side = int(rng.choice(sides))
         yy, xx = np.mgrid[0:side, 0:side]
         gx, gy = xx.ravel(), yy.ravel()
-        phase = int(rng.integers(0, 2))
-        along = gy if labels[s, 0] else gx
-        on = (along + phase) % 2 == 0 if layout == "stripes" else (along < side // 2) == bool(phase)
+        on = _layout_mask(layout, side, gx, gy, bool(labels[s, 0]), rng)
         feats = rng.normal(size=(gx.size, dim))
         feats[on] += motif
         origin = rng.integers(0, origin_range + 1, size=2)
@@ -144,6 +150,50 @@ def make_arrangement_cohort(
         write_h5(out / f"{sid}.h5", feats.astype(np.float32), coords, patch_size=tile_size, level=0)
         ids.append(sid)
     return _write_labels(out, ids, labels, ["rows"])
+
+
+def _layout_mask(
+    layout: str, side: int, gx: np.ndarray, gy: np.ndarray, label: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """Which tiles of a ``side x side`` square carry the motif."""
+    if layout == "clusters":
+        return _clustered(side, rng) if label else _isolated(side, rng)
+    phase = int(rng.integers(0, 2))
+    along = gy if label else gx
+    if layout == "stripes":
+        return np.asarray((along + phase) % 2 == 0)
+    return np.asarray((along < side // 2) == bool(phase))
+
+
+def _cluster_count(side: int) -> int:
+    """Motif tiles of a ``clusters`` slide: a quarter of the 2x2 blocks, i.e. about a quarter of the tiles."""
+    return 4 * max(1, round((side // 2) ** 2 / 4))
+
+
+def _clustered(side: int, rng: np.random.Generator) -> np.ndarray:
+    """Motif on whole 2x2 blocks of the aligned block lattice (row-major tile order)."""
+    blocks = (side // 2) ** 2
+    on = np.zeros((side, side), dtype=bool)
+    for b in rng.choice(blocks, size=_cluster_count(side) // 4, replace=False):
+        by, bx = divmod(int(b), side // 2)
+        on[2 * by : 2 * by + 2, 2 * bx : 2 * bx + 2] = True
+    return on.ravel()
+
+
+def _isolated(side: int, rng: np.random.Generator) -> np.ndarray:
+    """As many motif tiles as :func:`_clustered`, no two sharing an edge (random sequential placement)."""
+    target = _cluster_count(side)
+    while True:
+        on = np.zeros((side + 2, side + 2), dtype=bool)  # one tile of margin: no bounds checks
+        placed = 0
+        for c in rng.permutation(side * side):
+            y, x = divmod(int(c), side)
+            y, x = y + 1, x + 1
+            if not (on[y - 1, x] or on[y + 1, x] or on[y, x - 1] or on[y, x + 1]):
+                on[y, x] = True
+                placed += 1
+                if placed == target:
+                    return on[1:-1, 1:-1].ravel()
 
 
 def _write_labels(out: Path, ids: list[str], labels: np.ndarray, names: list[str]) -> SyntheticCohort:

@@ -19,6 +19,7 @@ first).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterable
@@ -35,7 +36,7 @@ from wsistream.features.formats import FeatureFileError
 from wsistream.slide_ssl.batch import ViewBatch, build_view_batch
 from wsistream.slide_ssl.config import PretrainConfig
 from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens, read_slide_ids
-from wsistream.slide_ssl.objective import SSLModel, build_schedules
+from wsistream.slide_ssl.objective import Schedules, SSLModel, build_schedules
 from wsistream.slide_ssl.runlog import (
     DistContext,
     allreduce_mean_,
@@ -178,6 +179,56 @@ def _autocast(ctx: DistContext, precision: str) -> contextlib.AbstractContextMan
     return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16)
 
 
+@dataclass(frozen=True)
+class _StepStats:
+    """What one optimizer step measured, by name.
+
+    Loss terms are summed over the step's micro-batches, each divided by ``grad_accum`` (so a mean);
+    ``tokens`` counts non-padding tokens, ``nonfinite`` the micro-batches whose loss was not finite.
+    :meth:`mean_over_ranks` averages every field over the ranks.
+    """
+
+    loss: float = 0.0
+    dino: float = 0.0
+    ibot: float = 0.0
+    koleo: float = 0.0
+    tokens: float = 0.0
+    nonfinite: float = 0.0
+
+    def add_micro(self, losses: dict[str, torch.Tensor], accum: int, tokens: int) -> _StepStats:
+        """The sums after one finite micro-batch (``losses`` from :meth:`SSLModel.forward_loss`)."""
+        terms = {k: getattr(self, k) + float(losses[k].detach()) / accum for k in ("loss", "dino", "ibot", "koleo")}
+        return dataclasses.replace(self, **terms, tokens=self.tokens + tokens)
+
+    def add_nonfinite(self) -> _StepStats:
+        """The sums after a micro-batch whose loss was inf / NaN (its loss terms are left out)."""
+        return dataclasses.replace(self, nonfinite=self.nonfinite + 1)
+
+    def mean_over_ranks(self, world_size: int) -> _StepStats:
+        """Every field averaged over the ranks (one float64 all-reduce; identity for one process)."""
+        names = [f.name for f in dataclasses.fields(self)]
+        flat = torch.tensor([getattr(self, n) for n in names], dtype=torch.float64)
+        allreduce_mean_([flat], world_size)
+        return _StepStats(**dict(zip(names, flat.tolist(), strict=True)))
+
+
+@dataclass
+class _Run:
+    """Mutable state of one training run: what a checkpoint saves and :func:`_restore` loads back."""
+
+    cfg: PretrainConfig
+    ctx: DistContext
+    cohort: SlideCohort
+    model: SSLModel
+    opt: torch.optim.Optimizer
+    sched: Schedules
+    scaler: torch.amp.GradScaler
+    skip_log: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    bad_in_row: int = 0
+
+
 def pretrain(
     features: str | os.PathLike[str] | SlideCohort,
     out_dir: str | os.PathLike[str],
@@ -204,6 +255,42 @@ def pretrain(
     ctx = init_distributed()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cohort = _open_cohort(features, cfg, tile_size, exclude)
+    run = _start(cohort, cfg, ctx, out, resume)
+    skips = list(cohort.skips)
+    feed = _SlideFeed(cohort, cfg.seed, skips, run.skip_log)
+    run.model.train()
+    end = cfg.steps if stop_after is None else min(cfg.steps, max(stop_after, run.start))
+    bar = _progress(range(run.start, end), run.start, cfg, progress and ctx.is_main)
+    for step in bar:
+        _set_hyperparameters(run, step)
+        stats = _forward_backward(run, feed, step).mean_over_ranks(ctx.world_size)
+        if stats.nonfinite == 0:
+            run.bad_in_row = 0
+            _apply_gradients(run, step)
+        else:
+            _skip_step(run, step, skips)
+        run.opt.zero_grad(set_to_none=True)
+        row = _history_row(run.sched, step, stats)
+        run.history.append(row)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+            _save(run.model, run.opt, cfg, step + 1, run.history, ctx, cohort, run.sched.peak_lr, out, run.scaler)
+    done = len(run.history) >= cfg.steps and run.history[-1]["step"] == cfg.steps
+    encoder_path = _export_encoder(run, out) if done else None
+    if ctx.world_size > 1:
+        dist.barrier()
+    return PretrainResult(out, run.history, out / CHECKPOINT, encoder_path, skips)
+
+
+def _open_cohort(
+    features: str | os.PathLike[str] | SlideCohort,
+    cfg: PretrainConfig,
+    tile_size: float | None,
+    exclude: str | os.PathLike[str] | Iterable[str] | None,
+) -> SlideCohort:
+    """The training slides: scanned (or given), minus ``exclude``, checked against ``encoder.in_dim``."""
     if isinstance(features, SlideCohort):
         cohort = features
     else:
@@ -216,124 +303,136 @@ def pretrain(
         raise ValueError(
             f"features have dimension {cohort.dim} but encoder.in_dim={cfg.encoder.in_dim}; pass in_dim={cohort.dim}"
         )
+    return cohort
+
+
+def _start(cohort: SlideCohort, cfg: PretrainConfig, ctx: DistContext, out: Path, resume: bool) -> _Run:
+    """Model, optimizer, schedules and loss scaler, restored from ``out/checkpoint.pt`` when resuming."""
     torch.manual_seed(cfg.seed)
     model = SSLModel(cfg).to(ctx.device)
     opt = torch.optim.AdamW(model.param_groups(cfg.optim), betas=cfg.optim.betas)
-    sched = build_schedules(cfg, ctx.world_size)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
-    ckpt = out / CHECKPOINT
     skip_log = out / "skipped.jsonl" if ctx.is_main else None
-    history: list[dict[str, Any]] = []
-    start = 0
+    run = _Run(cfg, ctx, cohort, model, opt, build_schedules(cfg, ctx.world_size), scaler, skip_log)
+    ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        _check_resumable(state, cfg, ctx, cohort, ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history, start = list(state["history"]), int(state["step"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        _restore(run, ckpt)
     elif skip_log is not None:
         skip_log.write_text("")
         append_skips(skip_log, cohort.skips)
-    skips = list(cohort.skips)
-    feed = _SlideFeed(cohort, cfg.seed, skips, skip_log)
-    model.train()
+    return run
+
+
+def _restore(run: _Run, ckpt: Path) -> None:
+    """Load model, optimizer, scaler, history and RNG state from a checkpoint of the same run."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    _check_resumable(state, run.cfg, run.ctx, run.cohort, ckpt)
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.history, run.start = list(state["history"]), int(state["step"])
+    if "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _set_hyperparameters(run: _Run, step: int) -> None:
+    """Set the lr and weight decay of every parameter group from the schedules (times the group's multipliers)."""
+    for g in run.opt.param_groups:
+        g["lr"] = float(run.sched.lr[step]) * g["lr_multiplier"]
+        g["weight_decay"] = float(run.sched.weight_decay[step]) * g["wd_multiplier"]
+
+
+def _forward_backward(run: _Run, feed: _SlideFeed, step: int) -> _StepStats:
+    """The ``grad_accum`` micro-batches of this rank: crops, forward, scaled ``backward`` of ``loss / accum``.
+
+    A micro-batch with a non-finite loss gets no backward pass and is counted in ``nonfinite``.
+    """
+    cfg, ctx = run.cfg, run.ctx
     accum, bsz = cfg.optim.grad_accum, cfg.batch_size
-    with_masks = cfg.objective.ibot_weight > 0
-    end = cfg.steps if stop_after is None else min(cfg.steps, max(stop_after, start))
-    bar = _progress(range(start, end), start, cfg, progress and ctx.is_main)
-    bad_in_row = 0
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = float(sched.lr[step]) * g["lr_multiplier"]
-            g["weight_decay"] = float(sched.weight_decay[step]) * g["wd_multiplier"]
-        temp = float(sched.teacher_temp[step])
-        stats = torch.zeros(6, dtype=torch.float64)  # loss, dino, ibot, koleo, tokens, non-finite micro-batches
-        for micro in range(accum):
-            first = ((step * accum + micro) * ctx.world_size + ctx.rank) * bsz
-            slides = [feed.load(first + j) for j in range(bsz)]
-            rng = np.random.default_rng([cfg.seed, step, micro, ctx.rank])
-            batch: ViewBatch = build_view_batch(slides, cfg.crops, cfg.objective, rng, with_masks).to(ctx.device)
-            with _autocast(ctx, cfg.precision):
-                losses = model.forward_loss(batch, temp)
-            if not bool(torch.isfinite(losses["loss"])):
-                stats[5] += 1
-                continue
-            scaler.scale(losses["loss"] / accum).backward()
-            stats[:4] += (
-                torch.tensor(
-                    [float(losses[k].detach()) for k in ("loss", "dino", "ibot", "koleo")], dtype=torch.float64
-                )
-                / accum
-            )
-            stats[4] += batch.n_tokens
-        allreduce_mean_([stats], ctx.world_size)
-        if float(stats[5]) == 0:
-            bad_in_row = 0
-            params = [p for p in model.student.parameters() if p.requires_grad]
-            if ctx.world_size > 1:
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                allreduce_mean_([p.grad for p in params], ctx.world_size)
-            scaler.unscale_(opt)
-            _clip(model, cfg)
-            if step < sched.freeze_last_layer_steps:
-                for p in model.last_layer_parameters():
-                    p.grad = None
-            scaler.step(opt)
-            scaler.update()
-            model.update_teacher(float(sched.momentum[step]))
-        else:
-            bad_in_row += 1
-            rec = SkipRecord(f"step {step + 1}", "non-finite loss; optimizer step skipped", "step_skipped")
-            skips.append(rec)
-            if skip_log is not None:
-                append_skips(skip_log, [rec])
-            if bad_in_row >= _MAX_BAD_STEPS:
-                raise PretrainError(
-                    None, f"{bad_in_row} steps in a row had a non-finite loss; lower the lr or check the features"
-                )
-        opt.zero_grad(set_to_none=True)
-        row = {
-            "step": step + 1,
-            "loss": float(stats[0]),
-            "dino": float(stats[1]),
-            "ibot": float(stats[2]),
-            "koleo": float(stats[3]),
-            "lr": float(sched.lr[step]),
-            "weight_decay": float(sched.weight_decay[step]),
-            "momentum": float(sched.momentum[step]),
-            "teacher_temp": temp,
-            "tokens": round(float(stats[4])),
-        }
-        history.append(row)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-            _save(model, opt, cfg, step + 1, history, ctx, cohort, sched.peak_lr, out, scaler)
-    encoder_path = None
-    if len(history) >= cfg.steps and history[-1]["step"] == cfg.steps:
-        encoder_path = out / ENCODER
-        if ctx.is_main:
-            atomic_save(
-                {
-                    "format": _FORMAT,
-                    "method": cfg.method,
-                    "encoder": cfg.to_dict()["encoder"],
-                    "state_dict": model.teacher["backbone"].state_dict(),
-                    "step": cfg.steps,
-                    "slide_ids": list(cohort.slide_ids),
-                },
-                encoder_path,
-            )
-    if ctx.world_size > 1:
-        dist.barrier()
-    return PretrainResult(out, history, ckpt, encoder_path, skips)
+    temp = float(run.sched.teacher_temp[step])
+    stats = _StepStats()
+    for micro in range(accum):
+        first = ((step * accum + micro) * ctx.world_size + ctx.rank) * bsz
+        slides = [feed.load(first + j) for j in range(bsz)]
+        rng = np.random.default_rng([cfg.seed, step, micro, ctx.rank])
+        with_masks = cfg.objective.ibot_weight > 0
+        batch: ViewBatch = build_view_batch(slides, cfg.crops, cfg.objective, rng, with_masks).to(ctx.device)
+        with _autocast(ctx, cfg.precision):
+            losses = run.model.forward_loss(batch, temp)
+        if not bool(torch.isfinite(losses["loss"])):
+            stats = stats.add_nonfinite()
+            continue
+        torch.autograd.backward(run.scaler.scale(losses["loss"] / accum))
+        stats = stats.add_micro(losses, accum, batch.n_tokens)
+    return stats
+
+
+def _apply_gradients(run: _Run, step: int) -> None:
+    """Average gradients over ranks, unscale, clip, drop frozen prototype gradients, AdamW step, EMA teacher."""
+    model, opt, scaler = run.model, run.opt, run.scaler
+    params = [p for p in model.student.parameters() if p.requires_grad]
+    if run.ctx.world_size > 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        allreduce_mean_([p.grad for p in params if p.grad is not None], run.ctx.world_size)
+    scaler.unscale_(opt)
+    _clip(model, run.cfg)
+    if step < run.sched.freeze_last_layer_steps:
+        for p in model.last_layer_parameters():
+            p.grad = None
+    scaler.step(opt)
+    scaler.update()
+    model.update_teacher(float(run.sched.momentum[step]))
+
+
+def _skip_step(run: _Run, step: int, skips: list[SkipRecord]) -> None:
+    """Record a step skipped for a non-finite loss; :class:`PretrainError` after five in a row."""
+    run.bad_in_row += 1
+    rec = SkipRecord(f"step {step + 1}", "non-finite loss; optimizer step skipped", "step_skipped")
+    skips.append(rec)
+    if run.skip_log is not None:
+        append_skips(run.skip_log, [rec])
+    if run.bad_in_row >= _MAX_BAD_STEPS:
+        raise PretrainError(
+            None, f"{run.bad_in_row} steps in a row had a non-finite loss; lower the lr or check the features"
+        )
+
+
+def _history_row(sched: Schedules, step: int, stats: _StepStats) -> dict[str, Any]:
+    """One row of ``loss.csv`` / ``PretrainResult.history``."""
+    return {
+        "step": step + 1,
+        "loss": stats.loss,
+        "dino": stats.dino,
+        "ibot": stats.ibot,
+        "koleo": stats.koleo,
+        "lr": float(sched.lr[step]),
+        "weight_decay": float(sched.weight_decay[step]),
+        "momentum": float(sched.momentum[step]),
+        "teacher_temp": float(sched.teacher_temp[step]),
+        "tokens": round(stats.tokens),
+    }
+
+
+def _export_encoder(run: _Run, out: Path) -> Path:
+    """Write ``slide_encoder.pt`` (teacher backbone, encoder config, training slide ids) on rank 0."""
+    path = out / ENCODER
+    if run.ctx.is_main:
+        atomic_save(
+            {
+                "format": _FORMAT,
+                "method": run.cfg.method,
+                "encoder": run.cfg.to_dict()["encoder"],
+                "state_dict": run.model.teacher["backbone"].state_dict(),
+                "step": run.cfg.steps,
+                "slide_ids": list(run.cohort.slide_ids),
+            },
+            path,
+        )
+    return path
 
 
 def _save(
