@@ -7,6 +7,7 @@ Coordinate frames are part of the names: ``x0``/``y0`` are level-0 pixels,
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -146,9 +147,19 @@ class PatchCoordinate:
         return self.y0
 
     @property
-    def level0_footprint(self) -> float:
-        """Side of the patch footprint in level-0 pixels."""
+    def footprint_level0(self) -> float:
+        """Side of the patch footprint in level-0 pixels (the name ``PatchPlan`` uses too)."""
         return self.read_size * self.level_downsample
+
+    @property
+    def level0_footprint(self) -> float:
+        """Deprecated name of :attr:`footprint_level0` (issue 19 item 6: one name for one quantity)."""
+        warnings.warn(
+            "PatchCoordinate.level0_footprint is renamed footprint_level0; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.footprint_level0
 
 
 @dataclass(frozen=True)

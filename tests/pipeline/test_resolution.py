@@ -37,7 +37,7 @@ def test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch(backend, syn
         assert r.image.shape == (224, 224, 3) and r.image.dtype == np.uint8
         assert (c.level, c.read_size, c.patch_size) == (0, 444, 224)
         assert abs(c.mpp - 0.5) / 0.5 < 0.02
-        assert c.level0_footprint == 444
+        assert c.footprint_level0 == 444
         assert r.slide_metadata.properties.mpp == pytest.approx(0.252)
         assert r.slide_metadata.mpp_source == "slide"
     # the coordinate is enough to re-read exactly the same pixels
@@ -61,7 +61,7 @@ def test_patch_equals_finer_level_downsampled(synthetic_40x_svs):
         for r in _take(pipe, 4):
             c = r.coordinate
             assert c.level == 1 and abs(c.mpp - 2.0) / 2.0 < 0.02
-            fine = h.read_region(c.x0, c.y0, 0, (round(c.level0_footprint),) * 2)
+            fine = h.read_region(c.x0, c.y0, 0, (round(c.footprint_level0),) * 2)
             fine = cv2.resize(fine, (128, 128), interpolation=cv2.INTER_AREA)
             assert _corr(fine, r.image) > 0.9
             assert np.abs(fine.astype(int) - r.image.astype(int)).mean() < 8
@@ -118,3 +118,14 @@ def test_mpp_override_csv(tmp_path, shared_slide):
     assert _take(pipe, 1)[0].slide_metadata.mpp_source == "override"
     with pytest.raises(ValueError, match="µm/px"):
         PatchPipeline(slide_paths=[boxes], sampler=RandomSampler(), mpp_overrides={"boxes": float("nan")})
+
+
+def test_level0_footprint_is_a_deprecated_name_of_footprint_level0():
+    from wsistream.types import PatchCoordinate
+
+    c = PatchCoordinate(
+        x0=0, y0=0, level=1, read_size=111, patch_size=224, mpp=0.5, slide_path="s.svs", level_downsample=4.0
+    )
+    assert c.footprint_level0 == 444.0
+    with pytest.warns(DeprecationWarning, match="renamed footprint_level0"):
+        assert c.level0_footprint == 444.0

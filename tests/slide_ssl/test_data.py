@@ -8,7 +8,7 @@ import pytest
 
 from wsistream.errors import NoUsableSlidesError
 from wsistream.features.formats import SlideFeatures, read_features, write_histossl
-from wsistream.slide_ssl.data import SlideCohort, tile_grid
+from wsistream.slide_ssl.data import SlideTokenCohort, tile_grid
 
 
 def _sf(xy, **attrs):
@@ -43,7 +43,7 @@ def test_histossl_addresses_are_used_as_they_are(tmp_path):
 
 
 def test_cohort_orders_tokens_row_major(feature_dir):
-    cohort = SlideCohort.scan(feature_dir)
+    cohort = SlideTokenCohort.scan(feature_dir)
     s = cohort.load(0)
     key = s.grid[:, 1] * 10_000 + s.grid[:, 0]
     assert np.all(np.diff(key) > 0)
@@ -68,7 +68,7 @@ def test_bad_inputs_are_skipped_and_recorded(tmp_path, write_slide):
     (root / "npy_no_coords").mkdir()
     np.save(root / "npy_no_coords" / "features.npy", np.random.default_rng(0).normal(size=(30, 9)).astype(np.float32))
 
-    cohort = SlideCohort.scan(root, min_tiles=8)
+    cohort = SlideTokenCohort.scan(root, min_tiles=8)
     assert sorted(cohort.slide_ids) == ["good_0", "good_1", "good_2", "nan_rows"]
     assert cohort.dim == 8
     reasons = {s.slide.split("/")[-1] if "/" in s.slide else s.slide: s for s in cohort.skips}
@@ -87,16 +87,16 @@ def test_bad_inputs_are_skipped_and_recorded(tmp_path, write_slide):
 def test_explicit_input_dim_and_no_usable_slides(tmp_path, write_slide):
     write_slide(tmp_path / "a.h5", dim=8)
     write_slide(tmp_path / "b.h5", dim=12)
-    assert SlideCohort.scan(tmp_path, input_dim=12).slide_ids == ["b"]
+    assert SlideTokenCohort.scan(tmp_path, input_dim=12).slide_ids == ["b"]
     with pytest.raises(NoUsableSlidesError, match=r"dimension 8 != 16"):
-        SlideCohort.scan(tmp_path, input_dim=16)
+        SlideTokenCohort.scan(tmp_path, input_dim=16)
 
 
 def test_lazy_cohort_reports_a_vanished_file(tmp_path, write_slide):
     from wsistream.features.formats import FeatureFileError
 
     write_slide(tmp_path / "a.h5")
-    cohort = SlideCohort.scan(tmp_path, min_tiles=4, preload=False)
+    cohort = SlideTokenCohort.scan(tmp_path, min_tiles=4, preload=False)
     assert cohort.load(0).n_tiles > 4
     (tmp_path / "a.h5").unlink()
     with pytest.raises(FeatureFileError):

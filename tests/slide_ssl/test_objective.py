@@ -19,7 +19,7 @@ from wsistream.slide_ssl.config import (
     method_preset,
     segment_lengths_for,
 )
-from wsistream.slide_ssl.data import SlideCohort
+from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.losses import Centering, cosine_schedule, dino_loss, koleo_loss
 from wsistream.slide_ssl.objective import SSLModel, build_schedules
 
@@ -124,7 +124,7 @@ def test_forward_loss_and_teacher_update(method, tiny_config, feature_dir):
     torch.manual_seed(0)
     model = SSLModel(cfg).train()
     assert not model.teacher.training
-    cohort = SlideCohort.scan(feature_dir, min_tiles=8)
+    cohort = SlideTokenCohort.scan(feature_dir, min_tiles=8)
     batch = build_view_batch(
         [cohort.load(i) for i in range(3)],
         cfg.crops,

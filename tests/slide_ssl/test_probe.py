@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsistream.slide_ssl.data import SlideCohort, read_slide_ids, slide_key
+from wsistream.slide_ssl.data import SlideTokenCohort, read_slide_ids, slide_key
 from wsistream.slide_ssl.linear_head import HeadProbeConfig, head_probe
 from wsistream.slide_ssl.probe import reference_splits
 
@@ -67,7 +67,7 @@ def test_read_slide_ids_from_csv_text_and_list(tmp_path):
 def test_cohort_without_records_the_exclusions(feature_dir):
     from wsistream.errors import NoUsableSlidesError
 
-    cohort = SlideCohort.scan(feature_dir, min_tiles=8)
+    cohort = SlideTokenCohort.scan(feature_dir, min_tiles=8)
     kept = cohort.without({"slide_1", "slide_4.h5"})
     assert kept.slide_ids == ["slide_0", "slide_2", "slide_3", "slide_5"]
     assert np.array_equal(kept.load(1).features, cohort.load(2).features)

@@ -20,7 +20,7 @@ from wsistream.features.errors import CheckpointKeyError, EncoderLoadError
 from wsistream.features.formats import SlideFeatures, write_h5
 from wsistream.slide_ssl.attention import dilated_attention
 from wsistream.slide_ssl.config import EncoderConfig
-from wsistream.slide_ssl.data import SlideCohort, tile_grid
+from wsistream.slide_ssl.data import SlideTokenCohort, tile_grid
 from wsistream.slide_ssl.encoder import SlideEncoder, reference_sincos_2d, sincos_2d
 from wsistream.slide_ssl.gigapath import load_gigapath_slide_encoder
 
@@ -194,17 +194,17 @@ def test_importer_rejects_absent_foreign_and_misfit_files(tmp_path: Path) -> Non
 
 
 def test_h5_slide_in_file_order_reproduces_the_reference(tmp_path: Path) -> None:
-    """The whole path: .h5 (level-0 coords) -> SlideCohort(order="file") -> reference encoder = LongNetViT."""
+    """The whole path: .h5 (level-0 coords) -> SlideTokenCohort(order="file") -> reference encoder = LongNetViT."""
     c = IO["gigapath"]
     write_h5(tmp_path / "feats" / "slide0.h5", c["x"][0].numpy(), c["coords"][0].numpy().astype(np.int64))
     enc = _load("gigapath")
     got = {}
     for order in ("file", "row_major"):
-        cohort = SlideCohort.scan(tmp_path / "feats", min_tiles=1, tile_size=256, order=order)  # type: ignore[arg-type]
+        cohort = SlideTokenCohort.scan(tmp_path / "feats", min_tiles=1, tile_size=256, order=order)  # type: ignore[arg-type]
         s = cohort.load(0)
         with torch.no_grad():
             got[order] = enc(torch.from_numpy(s.features)[None], torch.from_numpy(s.grid)[None]).cls[0]
     assert (got["file"] - c["cls"][0]).abs().max() <= 1e-5
     assert (got["row_major"] - c["cls"][0]).abs().max() > 1e-3  # token order matters to LongNet
     with pytest.raises(ValueError, match="order="):
-        SlideCohort.scan(tmp_path / "feats", order="random")  # type: ignore[arg-type]
+        SlideTokenCohort.scan(tmp_path / "feats", order="random")  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsistream.slide_ssl.data import SlideCohort
+from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.probe import linear_probe, reference_splits
 from wsistream.slide_ssl.synthetic import _layout_mask, make_arrangement_cohort
 
@@ -24,7 +24,7 @@ def test_both_labels_put_the_motif_on_the_same_number_of_tiles(layout):
         assert len(counts[False]) == 1 and counts[False] == counts[True], counts
 
 
-def _pair_similarity(cohort: SlideCohort, i: int) -> tuple[float, float]:
+def _pair_similarity(cohort: SlideTokenCohort, i: int) -> tuple[float, float]:
     """Mean dot product of horizontally / vertically adjacent tiles' embeddings (an arrangement oracle)."""
     s = cohort.load(i)
     cell = {(int(x), int(y)): k for k, (x, y) in enumerate(s.grid)}
@@ -41,7 +41,7 @@ def test_mean_pooling_is_at_chance_while_the_arrangement_decides_the_label(layou
     from sklearn.metrics import roc_auc_score
 
     syn = make_arrangement_cohort(tmp_path, n_slides=160, layout=layout, origin_range=0, seed=1)
-    cohort = SlideCohort.scan(syn.root)
+    cohort = SlideTokenCohort.scan(syn.root)
     y = syn.labels[[syn.slide_ids.index(s) for s in cohort.slide_ids], 0]
     means = np.stack([cohort.load(i).features.mean(0) for i in range(len(cohort))])
     # same tiles in distribution: the mean embedding's norm and its projection on the class-mean difference

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from wsistream.slide_ssl.data import SlideCohort
+from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.objective import SSLModel
 from wsistream.slide_ssl.probe import load_slide_encoder
 from wsistream.slide_ssl.train import CHECKPOINT, ENCODER, PretrainError, pretrain
@@ -72,7 +72,7 @@ def test_mismatched_in_dim_is_a_clear_error(tiny_config, feature_dir, tmp_path):
     cfg = tiny_config("dino")
     cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, in_dim=12))
     with pytest.raises(ValueError, match="pass in_dim=8"):
-        pretrain(SlideCohort.scan(feature_dir), tmp_path, cfg, progress=False)
+        pretrain(SlideTokenCohort.scan(feature_dir), tmp_path, cfg, progress=False)
 
 
 def test_training_on_a_folder_with_bad_slides_records_them(tiny_config, feature_dir, write_slide, tmp_path):
@@ -86,7 +86,7 @@ def test_training_on_a_folder_with_bad_slides_records_them(tiny_config, feature_
 
 
 def test_slide_vanishing_mid_training_is_skipped(tiny_config, feature_dir, tmp_path):
-    cohort = SlideCohort.scan(feature_dir, min_tiles=8, preload=False)
+    cohort = SlideTokenCohort.scan(feature_dir, min_tiles=8, preload=False)
     cohort.paths[1].unlink()
     res = pretrain(cohort, tmp_path, tiny_config("dino", steps=3), progress=False)
     assert len(res.history) == 3
@@ -126,12 +126,16 @@ def test_fp16_mode_scales_the_loss_and_resumes_exactly(tiny_config, feature_dir,
     assert pretrain(feature_dir, tmp_path / "part", cfg, progress=False).losses == full.losses
 
 
-def test_old_load_encoder_name_is_a_deprecated_alias():
+def test_renamed_slide_ssl_names_are_deprecated_aliases():
     import wsistream.slide_ssl as slide_ssl
 
     with pytest.warns(DeprecationWarning, match="renamed load_slide_encoder"):
         assert slide_ssl.load_encoder is load_slide_encoder
     assert "load_encoder" not in slide_ssl.__all__ and slide_ssl.load_slide_encoder is load_slide_encoder
+    for old, new in (("SlideCohort", "SlideTokenCohort"), ("Crop", "TileCrop"), ("CropBox", "TileCropBox")):
+        with pytest.warns(DeprecationWarning, match=f"renamed {new}"):
+            assert getattr(slide_ssl, old) is getattr(slide_ssl, new)
+        assert old not in slide_ssl.__all__ and old not in dir(slide_ssl)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

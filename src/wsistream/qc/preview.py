@@ -74,7 +74,7 @@ def _slide_panel(
     canvas = overlay_mask(overview, mask.mask)
     for r in results:
         c = r.coordinate
-        x, y, s = c.x0 / dsx, c.y0 / dsy, c.level0_footprint / dsx
+        x, y, s = c.x0 / dsx, c.y0 / dsy, c.footprint_level0 / dsx
         cv2.rectangle(canvas, (int(x), int(y)), (int(x + s), int(y + s * dsx / dsy)), BOX_COLOUR, 2)
     return canvas, results, mask.tissue_fraction
 

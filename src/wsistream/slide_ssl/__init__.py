@@ -6,9 +6,6 @@ the CLI stay cheap. See ``docs/slide_ssl.md``.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 from wsistream._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -31,14 +28,14 @@ _EXPORTS: dict[str, str] = {
     "load_gigapath_slide_encoder": "gigapath",
     "GIGAPATH_SEGMENT_LENGTHS": "gigapath",
     # data and crops
-    "SlideCohort": "data",
+    "SlideTokenCohort": "data",
     "SlideTokens": "data",
     "SkipRecord": "data",
     "tile_grid": "data",
     "read_slide_ids": "data",
     "slide_key": "data",
-    "Crop": "crops",
-    "CropBox": "crops",
+    "TileCrop": "crops",
+    "TileCropBox": "crops",
     "coordinate_crop": "crops",
     "square_grid_crop": "crops",
     "multi_crop": "crops",
@@ -82,16 +79,14 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+#: Names that meant something else in another package (issue 19 item 6): ``wsistream.features.load_encoder``
+#: loads a *tile* encoder, ``wsistream.mil.SlideCohort`` holds labelled slides, ``wsistream.views.Crop`` and
+#: ``CropBox`` are pixel crops. The old names still resolve, with a DeprecationWarning.
+_RENAMED = {
+    "load_encoder": "load_slide_encoder",
+    "SlideCohort": "SlideTokenCohort",
+    "Crop": "TileCrop",
+    "CropBox": "TileCropBox",
+}
 
-
-def __getattr__(name: str) -> Any:
-    if name == "load_encoder":  # renamed: wsistream.features.load_encoder loads a *tile* encoder by name
-        warnings.warn(
-            "wsistream.slide_ssl.load_encoder is renamed load_slide_encoder "
-            "(wsistream.features.load_encoder loads tile encoders); the old name will be removed",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return _lazy_getattr("load_slide_encoder")
-    return _lazy_getattr(name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), _RENAMED)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from wsistream.slide_ssl.config import CropConfig, ObjectiveConfig
-from wsistream.slide_ssl.crops import Crop, multi_crop, sample_view_masks
+from wsistream.slide_ssl.crops import TileCrop, multi_crop, sample_view_masks
 from wsistream.slide_ssl.data import SlideTokens
 
 
@@ -55,7 +55,7 @@ class ViewBatch:
 
 
 def _pad_group(
-    slides: Sequence[SlideTokens], crops: list[tuple[int, Crop]], masks: list[np.ndarray] | None
+    slides: Sequence[SlideTokens], crops: list[tuple[int, TileCrop]], masks: list[np.ndarray] | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     length = max(len(c) for _, c in crops)
     dim = slides[0].features.shape[1]

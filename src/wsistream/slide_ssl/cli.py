@@ -13,7 +13,7 @@ import numpy as np
 import typer
 
 if TYPE_CHECKING:  # the commands import torch lazily, so --help stays fast
-    from wsistream.slide_ssl.data import SlideCohort
+    from wsistream.slide_ssl.data import SlideTokenCohort
     from wsistream.slide_ssl.encoder import SlideEncoder
     from wsistream.slide_ssl.probe import ProbeScores, Split
 
@@ -89,7 +89,7 @@ def slide_pretrain(
 ) -> None:
     """Pretrain a LongNet slide encoder with DINO / DINOv2 on coordinate crops (torchrun-aware)."""
     from wsistream.slide_ssl.config import method_preset
-    from wsistream.slide_ssl.data import SlideCohort, read_slide_ids
+    from wsistream.slide_ssl.data import SlideTokenCohort, read_slide_ids
     from wsistream.slide_ssl.train import pretrain
 
     try:
@@ -107,7 +107,7 @@ def slide_pretrain(
             objective=_set(cfg.objective, out_dim=out_dim, ibot_out_dim=ibot_out_dim, koleo_weight=koleo_weight),
             optim=_set(cfg.optim, grad_accum=grad_accum, base_lr=base_lr),
         )
-        cohort = SlideCohort.scan(features, min_tiles=cfg.crops.min_tiles, tile_size=tile_size)
+        cohort = SlideTokenCohort.scan(features, min_tiles=cfg.crops.min_tiles, tile_size=tile_size)
         exclude_ids = read_slide_ids(exclude) if exclude else None
         encoder = _set(
             cfg.encoder,
@@ -220,11 +220,11 @@ def slide_probe(
 
 def _labelled_cohort(
     features: Path, labels: Path, table: dict[str, list[float]], in_dim: int
-) -> tuple[SlideCohort, np.ndarray, list[str]]:
+) -> tuple[SlideTokenCohort, np.ndarray, list[str]]:
     """The scanned slides that have labels, in the labels CSV's row order (SLP splits the CSV's slide list)."""
-    from wsistream.slide_ssl.data import SlideCohort
+    from wsistream.slide_ssl.data import SlideTokenCohort
 
-    cohort = SlideCohort.scan(features, min_tiles=1, input_dim=in_dim)
+    cohort = SlideTokenCohort.scan(features, min_tiles=1, input_dim=in_dim)
     where = {s: i for i, s in enumerate(cohort.slide_ids)}
     keep = [where[s] for s in table if s in where]
     if len(keep) < 4:
@@ -262,7 +262,7 @@ def _probe_encoder(
     enc: SlideEncoder,
     name: str,
     *,
-    sub: SlideCohort,
+    sub: SlideTokenCohort,
     y: np.ndarray,
     splits: list[Split],
     names: list[str],

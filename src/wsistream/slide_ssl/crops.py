@@ -51,7 +51,7 @@ _MIN_BLOCK = 4  # MaskingGenerator(min_num_patches=4)
 
 
 @dataclass(frozen=True)
-class CropBox:
+class TileCropBox:
     """Inclusive box ``[x0, x1] x [y0, y1]`` in the ``frame`` the crop was drawn in."""
 
     x0: int
@@ -62,7 +62,7 @@ class CropBox:
 
 
 @dataclass(frozen=True)
-class Crop:
+class TileCrop:
     """One crop of a slide.
 
     Attributes
@@ -73,7 +73,7 @@ class Crop:
         (n, 2) grid positions handed to the encoder.
     layout : np.ndarray
         (n, 2) coordinates in the box's frame (used for block masking).
-    box : CropBox
+    box : TileCropBox
         The box.
     n_in_box : int
         Tiles inside the box before the cap / equalisation.
@@ -82,30 +82,32 @@ class Crop:
     indices: np.ndarray
     positions: np.ndarray
     layout: np.ndarray
-    box: CropBox
+    box: TileCropBox
     n_in_box: int
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
 
-    def subset(self, keep: np.ndarray) -> Crop:
+    def subset(self, keep: np.ndarray) -> TileCrop:
         """The crop restricted to ``keep`` (positions into this crop, ascending)."""
         return replace(self, indices=self.indices[keep], positions=self.positions[keep], layout=self.layout[keep])
 
 
-def _cap(crop: Crop, cap: int, rng: np.random.Generator) -> Crop:
+def _cap(crop: TileCrop, cap: int, rng: np.random.Generator) -> TileCrop:
     if len(crop) <= cap:
         return crop
     return crop.subset(np.sort(rng.choice(len(crop), size=cap, replace=False)))
 
 
-def coordinate_crop(grid: np.ndarray, scale: float, cap: int, rng: np.random.Generator, max_tries: int = 10) -> Crop:
+def coordinate_crop(
+    grid: np.ndarray, scale: float, cap: int, rng: np.random.Generator, max_tries: int = 10
+) -> TileCrop:
     """Square crop over the distinct grid x / y values (``coords`` mode, see the module docstring)."""
     ux, uy = np.unique(grid[:, 0]), np.unique(grid[:, 1])
     c = max(1, int(scale * min(len(ux), len(uy))))
 
-    def box_at(a: int, b: int) -> tuple[CropBox, np.ndarray]:
-        box = CropBox(int(ux[a]), int(ux[a + c - 1]), int(uy[b]), int(uy[b + c - 1]), "tile")
+    def box_at(a: int, b: int) -> tuple[TileCropBox, np.ndarray]:
+        box = TileCropBox(int(ux[a]), int(ux[a + c - 1]), int(uy[b]), int(uy[b + c - 1]), "tile")
         inside = (grid[:, 0] >= box.x0) & (grid[:, 0] <= box.x1) & (grid[:, 1] >= box.y0) & (grid[:, 1] <= box.y1)
         return box, inside
 
@@ -120,7 +122,7 @@ def coordinate_crop(grid: np.ndarray, scale: float, cap: int, rng: np.random.Gen
         b = int(rng.integers(max(0, ib - c + 1), min(ib, len(uy) - c) + 1))
         box, inside = box_at(a, b)
     idx = np.flatnonzero(inside)
-    crop = Crop(idx, grid[idx], grid[idx], box, int(idx.size))
+    crop = TileCrop(idx, grid[idx], grid[idx], box, int(idx.size))
     return _cap(crop, cap, rng)
 
 
@@ -130,7 +132,7 @@ def square_grid_crop(
     cap: int,
     rng: np.random.Generator,
     positions: Literal["original", "compact"] = "original",
-) -> Crop:
+) -> TileCrop:
     """Crop of the compact square re-arrangement (``grid`` mode, see the module docstring)."""
     n = len(grid)
     side = math.isqrt(min(n, cap))
@@ -143,20 +145,20 @@ def square_grid_crop(
     inside = (compact[:, 0] >= x0) & (compact[:, 0] < x0 + c) & (compact[:, 1] >= y0) & (compact[:, 1] < y0 + c)
     idx, lay = order[inside], compact[inside]
     pos = grid[idx] if positions == "original" else lay
-    return Crop(idx, pos, lay, CropBox(x0, x0 + c - 1, y0, y0 + c - 1, "compact"), int(idx.size))
+    return TileCrop(idx, pos, lay, TileCropBox(x0, x0 + c - 1, y0, y0 + c - 1, "compact"), int(idx.size))
 
 
-def _equalize(crops: list[Crop], rng: np.random.Generator) -> list[Crop]:
+def _equalize(crops: list[TileCrop], rng: np.random.Generator) -> list[TileCrop]:
     if not crops:
         return crops
     m = min(len(c) for c in crops)
     return [_cap(c, m, rng) for c in crops]
 
 
-def multi_crop(grid: np.ndarray, cfg: CropConfig, rng: np.random.Generator) -> tuple[list[Crop], list[Crop]]:
+def multi_crop(grid: np.ndarray, cfg: CropConfig, rng: np.random.Generator) -> tuple[list[TileCrop], list[TileCrop]]:
     """Two global and ``cfg.n_local`` local crops of one slide's grid (N, 2)."""
 
-    def one(scale: float, cap: int) -> Crop:
+    def one(scale: float, cap: int) -> TileCrop:
         if cfg.mode == "grid":
             return square_grid_crop(grid, scale, cap, rng, cfg.grid_positions)
         return coordinate_crop(grid, scale, cap, rng, cfg.max_tries)

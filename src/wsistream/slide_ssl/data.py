@@ -224,7 +224,7 @@ def _read(path: Path) -> SlideFeatures:
 
 
 @dataclass
-class SlideCohort:
+class SlideTokenCohort:
     """Validated slides of a feature folder; see the module docstring for the rules.
 
     Build with :meth:`scan`; ``load(i)`` returns the i-th usable slide.
@@ -250,7 +250,7 @@ class SlideCohort:
         tile_size: float | None = None,
         preload: bool = True,
         order: TileOrder = "row_major",
-    ) -> SlideCohort:
+    ) -> SlideTokenCohort:
         """Read and validate every slide under ``root`` once; keep them in memory when ``preload``.
 
         ``order``: tokens row-major (default) or in the file's order (``"file"``, what reference mode needs).
@@ -299,10 +299,10 @@ class SlideCohort:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, indices: Sequence[int]) -> SlideCohort:
+    def subset(self, indices: Sequence[int]) -> SlideTokenCohort:
         """The cohort restricted to ``indices``, in that order (held in memory)."""
         idx = [int(i) for i in indices]
-        return SlideCohort(
+        return SlideTokenCohort(
             paths=[self.paths[i] for i in idx],
             slide_ids=[self.slide_ids[i] for i in idx],
             n_tiles=[self.n_tiles[i] for i in idx],
@@ -314,7 +314,7 @@ class SlideCohort:
             order=self.order,
         )
 
-    def without(self, slide_ids: Collection[str]) -> SlideCohort:
+    def without(self, slide_ids: Collection[str]) -> SlideTokenCohort:
         """The cohort minus the slides whose :func:`slide_key` is in ``slide_ids`` (recorded as ``excluded``).
 
         Raises :class:`~wsistream.errors.NoUsableSlidesError` when nothing is left.

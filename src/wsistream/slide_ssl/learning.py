@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from wsistream.slide_ssl.config import EncoderConfig, PretrainConfig, method_preset
-from wsistream.slide_ssl.data import SlideCohort
+from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.encoder import SlideEncoder
 from wsistream.slide_ssl.probe import ProbeScores, abmil_probe, embed_slides, linear_probe, reference_splits
 
@@ -92,7 +92,7 @@ def learning_check(
     root = Path(root)
     make = make_spatial_cohort if cohort == "xor" else make_arrangement_cohort
     syn = make(root / "features", n_slides=n_slides, seed=data_seed, **(cohort_kw or {}))
-    slides = SlideCohort.scan(syn.root)
+    slides = SlideTokenCohort.scan(syn.root)
     cfg = small_config(method, steps, slides.dim)
     res = pretrain(slides, root / "run", cfg, progress=False, resume=False)
     y = syn.labels[[syn.slide_ids.index(s) for s in slides.slide_ids]].astype(float)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from wsistream.slide_ssl.config import EncoderConfig
-from wsistream.slide_ssl.data import SlideCohort, slide_key
+from wsistream.slide_ssl.data import SlideTokenCohort, slide_key
 from wsistream.slide_ssl.encoder import SlideEncoder
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -82,7 +82,7 @@ def pretraining_overlap(path: str | os.PathLike[str], slide_ids: Sequence[str]) 
 @torch.no_grad()
 def embed_slides(
     encoder: SlideEncoder,
-    cohort: SlideCohort,
+    cohort: SlideTokenCohort,
     *,
     layers: Sequence[int] = (-1,),
     concat_mean_input: bool = False,
@@ -266,7 +266,7 @@ def linear_probe(
 
 
 def abmil_probe(
-    cohort: SlideCohort,
+    cohort: SlideTokenCohort,
     y: np.ndarray,
     splits: Sequence[Split],
     *,

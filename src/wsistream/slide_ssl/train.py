@@ -35,7 +35,7 @@ from wsistream.errors import WsiStreamError
 from wsistream.features.formats import FeatureFileError
 from wsistream.slide_ssl.batch import ViewBatch, build_view_batch
 from wsistream.slide_ssl.config import PretrainConfig
-from wsistream.slide_ssl.data import SkipRecord, SlideCohort, SlideTokens, read_slide_ids
+from wsistream.slide_ssl.data import SkipRecord, SlideTokenCohort, SlideTokens, read_slide_ids
 from wsistream.slide_ssl.objective import Schedules, SSLModel, build_schedules
 from wsistream.slide_ssl.runlog import (
     DistContext,
@@ -76,7 +76,7 @@ class PretrainResult:
 class _SlideFeed:
     """Deterministic slide picks: sample counter -> (epoch permutation, position)."""
 
-    def __init__(self, cohort: SlideCohort, seed: int, skips: list[SkipRecord], skip_log: Path | None) -> None:
+    def __init__(self, cohort: SlideTokenCohort, seed: int, skips: list[SkipRecord], skip_log: Path | None) -> None:
         self.cohort, self.seed, self.skips, self.skip_log = cohort, seed, skips, skip_log
         self._perm: dict[int, np.ndarray] = {}
         self.bad: set[int] = set()
@@ -125,7 +125,7 @@ def _state(
     step: int,
     history: list[dict[str, Any]],
     ctx: DistContext,
-    cohort: SlideCohort,
+    cohort: SlideTokenCohort,
     peak_lr: float,
 ) -> dict[str, Any]:
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -146,7 +146,7 @@ def _state(
 
 
 def _check_resumable(
-    state: dict[str, Any], cfg: PretrainConfig, ctx: DistContext, cohort: SlideCohort, path: Path
+    state: dict[str, Any], cfg: PretrainConfig, ctx: DistContext, cohort: SlideTokenCohort, path: Path
 ) -> None:
     if state.get("format") != _FORMAT:
         raise PretrainError(str(path), f"not a {_FORMAT} checkpoint; pass another --out or resume=False")
@@ -218,7 +218,7 @@ class _Run:
 
     cfg: PretrainConfig
     ctx: DistContext
-    cohort: SlideCohort
+    cohort: SlideTokenCohort
     model: SSLModel
     opt: torch.optim.Optimizer
     sched: Schedules
@@ -230,7 +230,7 @@ class _Run:
 
 
 def pretrain(
-    features: str | os.PathLike[str] | SlideCohort,
+    features: str | os.PathLike[str] | SlideTokenCohort,
     out_dir: str | os.PathLike[str],
     cfg: PretrainConfig,
     *,
@@ -240,7 +240,7 @@ def pretrain(
     tile_size: float | None = None,
     exclude: str | os.PathLike[str] | Iterable[str] | None = None,
 ) -> PretrainResult:
-    """Pretrain a slide encoder on a feature folder (or a scanned :class:`SlideCohort`).
+    """Pretrain a slide encoder on a feature folder (or a scanned :class:`SlideTokenCohort`).
 
     Writes into ``out_dir``: ``checkpoint.pt`` (model, teacher, optimizer, centres, RNG, history; every
     ``cfg.checkpoint_every`` steps and at the end), ``loss.csv``, ``loss.png``, ``skipped.jsonl`` and, once
@@ -285,16 +285,16 @@ def pretrain(
 
 
 def _open_cohort(
-    features: str | os.PathLike[str] | SlideCohort,
+    features: str | os.PathLike[str] | SlideTokenCohort,
     cfg: PretrainConfig,
     tile_size: float | None,
     exclude: str | os.PathLike[str] | Iterable[str] | None,
-) -> SlideCohort:
+) -> SlideTokenCohort:
     """The training slides: scanned (or given), minus ``exclude``, checked against ``encoder.in_dim``."""
-    if isinstance(features, SlideCohort):
+    if isinstance(features, SlideTokenCohort):
         cohort = features
     else:
-        cohort = SlideCohort.scan(
+        cohort = SlideTokenCohort.scan(
             features, min_tiles=cfg.crops.min_tiles, input_dim=cfg.encoder.in_dim, tile_size=tile_size
         )
     if exclude is not None:
@@ -306,7 +306,7 @@ def _open_cohort(
     return cohort
 
 
-def _start(cohort: SlideCohort, cfg: PretrainConfig, ctx: DistContext, out: Path, resume: bool) -> _Run:
+def _start(cohort: SlideTokenCohort, cfg: PretrainConfig, ctx: DistContext, out: Path, resume: bool) -> _Run:
     """Model, optimizer, schedules and loss scaler, restored from ``out/checkpoint.pt`` when resuming."""
     torch.manual_seed(cfg.seed)
     model = SSLModel(cfg).to(ctx.device)
@@ -442,7 +442,7 @@ def _save(
     step: int,
     history: list[dict[str, Any]],
     ctx: DistContext,
-    cohort: SlideCohort,
+    cohort: SlideTokenCohort,
     peak_lr: float,
     out: Path,
     scaler: torch.amp.GradScaler,
