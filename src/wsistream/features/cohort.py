@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -299,13 +300,18 @@ def extract_cohort(
             if claim is None:
                 for slide in work:
                     write = one(slide)
-                    writer.submit(lambda write=write: finish(write()))
+                    writer.submit(partial(_land, write, finish))
             else:
                 _claimed_run(work, root, fmt, claim, one, finish, writer)
     finally:
         bar.close()
         report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _land(write: Callable[[], SlideRecord], finish: Callable[[SlideRecord], None]) -> None:
+    """The writer's job for one slide: write it, then record it."""
+    finish(write())
 
 
 def _claimed_run(

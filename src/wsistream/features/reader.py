@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,8 +50,9 @@ def row_cache_bytes(fast: JpegTileReader, level: int, read_h: int) -> int:
 
 def _library_backend(backend: SlideBackend) -> SlideBackend:
     """The same backend with its own direct-JPEG path off (the reader decides when to use it)."""
-    fields = {f.name for f in dataclasses.fields(backend)} if dataclasses.is_dataclass(backend) else set()
-    return dataclasses.replace(backend, fast_tiles=False) if "fast_tiles" in fields else backend
+    if not dataclasses.is_dataclass(backend) or "fast_tiles" not in {f.name for f in dataclasses.fields(backend)}:
+        return backend
+    return cast(SlideBackend, dataclasses.replace(cast(Any, backend), fast_tiles=False))
 
 
 class TileReader:
