@@ -39,28 +39,56 @@ _PREFIXES = ("module.", "teacher.", "backbone.", "_orig_mod.")
 _DROPPED = ("dino_head.", "ibot_head.", "head.", "mask_token")
 
 
+class _Attn(nn.Module):
+    """``attn.qkv`` / ``attn.proj`` of a timm / DINOv2 block."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+
+class _Mlp(nn.Module):
+    """``mlp.fc1`` / ``mlp.fc2`` of a timm / DINOv2 block."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+
+class _PatchEmbed(nn.Module):
+    """``patch_embed.proj``: the patchifying convolution."""
+
+    def __init__(self, dim: int, patch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch, patch)
+
+
+class _Scale(nn.Module):
+    """DINOv2 LayerScale (``ls1.gamma``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+
 class _Block(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, layer_scale: bool) -> None:
         super().__init__()
         self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn = nn.Module()
-        self.attn.qkv, self.attn.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Module()
-        self.mlp.fc1, self.mlp.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        if layer_scale:
-            self.ls1, self.ls2 = nn.Module(), nn.Module()
-            self.ls1.gamma, self.ls2.gamma = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.ones(dim))
-        self.layer_scale = layer_scale
+        self.attn = _Attn(dim)
+        self.mlp = _Mlp(dim, hidden)
+        self.ls1: _Scale | None = _Scale(dim) if layer_scale else None
+        self.ls2: _Scale | None = _Scale(dim) if layer_scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         qkv = self.attn.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, n, d)
         a = self.attn.proj(a)
-        x = x + (a * self.ls1.gamma if self.layer_scale else a)
-        m = self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
-        return x + (m * self.ls2.gamma if self.layer_scale else m)
+        x = x + (a if self.ls1 is None else a * self.ls1.gamma)
+        m: torch.Tensor = self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+        return x + (m if self.ls2 is None else m * self.ls2.gamma)
 
 
 class PlainViT(nn.Module):
@@ -85,8 +113,7 @@ class PlainViT(nn.Module):
         if dim % heads:
             raise ValueError(f"embedding dim {dim} is not divisible by {heads} heads; pass num_heads")
         self.patch, self.grid, self.class_pos, self.register_name = patch, grid, class_pos, register_name
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(3, dim, patch, patch)
+        self.patch_embed = _PatchEmbed(dim, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + int(class_pos), dim))
         if registers:
@@ -120,8 +147,10 @@ class PlainViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         if self.fc_norm is not None:
-            return self.fc_norm(x[:, self.n_prefix :].mean(dim=1))
-        return self.norm(x)[:, 0]
+            pooled: torch.Tensor = self.fc_norm(x[:, self.n_prefix :].mean(dim=1))
+            return pooled
+        cls_out: torch.Tensor = self.norm(x)[:, 0]
+        return cls_out
 
 
 def read_vit_state_dict(weights: str | os.PathLike[str], *, trusted: bool = False) -> dict[str, torch.Tensor]:
