@@ -88,23 +88,33 @@ def test_interrupted_run_resumes(phikon, feat_slides, tmp_path: Path):
     assert [r.status for r in resumed.records] == ["skipped", "done"] and resumed.ok
 
 
-def test_write_failure_leaves_no_file(phikon, feat_slides, tmp_path: Path, monkeypatch):
+def test_write_failure_in_the_writer_thread_fails_that_slide_leaves_no_file_and_the_run_goes_on(
+    phikon, feat_slides, tmp_path: Path, monkeypatch
+):
+    """The disk fills while the writer thread writes the first slide's features; the next slide still lands."""
+    import threading
+
     import wsistream.features.formats as formats
 
     real_save = np.save
+    writer_threads = set()
 
     def failing_save(fh, arr, *a, **k):
-        if getattr(fh, "name", "").startswith(str(tmp_path)) and ".features.npy" in fh.name:
+        writer_threads.add(threading.current_thread().name)
+        if "b20x.svs" in getattr(fh, "name", "") and ".features.npy" in fh.name:
             fh.write(b"\x93NUMPY partial")
             raise OSError(28, "No space left on device")
         return real_save(fh, arr, *a, **k)
 
     monkeypatch.setattr(formats.np, "save", failing_save)
-    report = _run([feat_slides["20x"]], tmp_path, phikon)
+    report = _run([feat_slides["20x"], feat_slides["40x"]], tmp_path, phikon)
     monkeypatch.undo()
-    assert report.records[0].status == "failed" and "No space left" in report.records[0].error
-    assert sorted(p.name for p in (report.root / "b20x.svs").iterdir()) == ["coords.npy", "extraction.json"]
-    assert list(iter_feature_dir(tmp_path)) == []
+    assert writer_threads == {"wsistream-feature-writer"}  # off the model loop
+    assert [r.status for r in report.records] == ["failed", "done"]
+    assert "OSError" in report.records[0].error and "No space left" in report.records[0].error
+    assert list((report.root / "b20x.svs").iterdir()) == []  # no temporary, no coords without features
+    assert [f.slide_id for f in iter_feature_dir(tmp_path)] == ["a40x.svs"]
+    assert [r["status"] for r in read_manifest(report.root).values()] == ["failed", "done"]
 
 
 def test_sharding_and_h5(phikon, feat_slides, tmp_path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,12 @@ import openslide
 import pytest
 import torch
 from openslide.deepzoom import DeepZoomGenerator
+from torch.utils.data import DataLoader
 
 from wsistream.backends import OpenSlideBackend
 from wsistream.errors import TileDecodeError
 from wsistream.features import DeepZoomTiling, GridTiling, SlideTileDataset
-from wsistream.features.reader import grid_batches
+from wsistream.features.reader import grid_batches, interleave_bands
 from wsistream.synthetic import write_aperio_svs
 
 # Every layout the direct JPEG path accepts (tests/backends/test_fast_tiles.py), with edge tiles:
@@ -69,6 +71,16 @@ def test_every_fast_layout_matches_get_tile_exactly_on_both_resize_paths(layout_
     ds.close()
 
 
+def _touched(tiles) -> set[tuple[int, int]]:
+    """``(col, row)`` of the 240-px stored level-0 tiles the reads of ``tiles`` cover."""
+    touched = set()
+    for x, y, w, h in zip(tiles.x0, tiles.y0, tiles.read_w, tiles.read_h, strict=True):
+        touched |= {
+            (c, r) for r in range(y // 240, (y + h - 1) // 240 + 1) for c in range(x // 240, (x + w - 1) // 240 + 1)
+        }
+    return touched
+
+
 def test_each_stored_tile_is_decoded_once_per_slide(feat_slides):
     slide = feat_slides["40x"]  # 1600 x 1200, 240-px tiles
     with OpenSlideBackend().open(slide) as handle:
@@ -77,12 +89,7 @@ def test_each_stored_tile_is_decoded_once_per_slide(feat_slides):
     for batch in ds.batches(8):
         for i in batch:
             ds[i]
-    touched = set()
-    for x, y, w, h in zip(tiles.x0, tiles.y0, tiles.read_w, tiles.read_h, strict=True):
-        touched |= {
-            (c, r) for r in range(y // 240, (y + h - 1) // 240 + 1) for c in range(x // 240, (x + w - 1) // 240 + 1)
-        }
-    assert ds.reader.fast.tiles_decoded == len(touched) == 35  # 7 x 5 stored tiles, none twice
+    assert ds.reader.fast.tiles_decoded == len(_touched(tiles)) == 35  # 7 x 5 stored tiles, none twice
     ds.close()
 
 
@@ -139,6 +146,54 @@ def test_grid_batches_keep_shapes_apart_and_give_each_worker_a_band():
         grid_batches(yx, shape, 0, 1)
 
 
+@pytest.mark.parametrize("workers", [2, 3, 4, 5])
+@pytest.mark.parametrize("n_batches", [1, 3, 7, 8, 9, 13])
+def test_position_i_of_the_interleaved_list_lies_in_band_i_mod_workers(n_batches, workers):
+    """DataLoader gives sampler position i to worker i % W: each worker must see one contiguous, ordered band."""
+    batches = [[b] for b in range(n_batches)]
+    got = interleave_bands(batches, workers)
+    assert sorted(got) == batches
+    seen = [[b[0] for b in got[w::workers]] for w in range(workers)]
+    flat = [b for band in seen for b in band]
+    assert flat == list(range(n_batches))  # band w follows band w-1: contiguous and in grid order
+    assert max(map(len, seen)) - min(map(len, seen)) <= 1
+
+
+class _CountingTiles(SlideTileDataset):
+    """Items carry the worker's pid and its reader's running count of decoded stored tiles."""
+
+    def __getitem__(self, i):
+        tile, index = super().__getitem__(i)
+        return tile, index, os.getpid(), self.reader.fast.tiles_decoded
+
+
+def _decodes_per_worker(tiles, batches, workers: int) -> list[int]:
+    ds = _CountingTiles(tiles, OpenSlideBackend(), device_resize=True)
+    last: dict[int, int] = {}
+    for _, _, pid, decoded in DataLoader(ds, batch_sampler=batches, num_workers=workers):
+        for p, d in zip(pid.tolist(), decoded.tolist(), strict=True):
+            last[p] = max(last.get(p, 0), d)
+    return sorted(last.values())
+
+
+def test_two_workers_decode_each_stored_tile_once_but_for_one_band_boundary(tmp_path):
+    """Two DataLoader workers on their grid bands decode about what one does; plain round-robin would not."""
+    slide = str(write_aperio_svs(tmp_path / "w.svs", width=4000, height=3000, mpp=0.252, downsamples=(1, 4), seed=6))
+    with OpenSlideBackend().open(slide) as handle:
+        tiles = DeepZoomTiling(keep_partial=True, tissue_threshold=0.0).tiles(handle)
+    probe = SlideTileDataset(tiles, OpenSlideBackend(), device_resize=True)
+    one = _decodes_per_worker(tiles, probe.batches(4, 1), 1)
+    two = _decodes_per_worker(tiles, probe.batches(4, 2), 2)
+    lv = probe.reader.fast.levels[tiles.level]
+    boundary_row = lv.tiles_across * (-(-int(tiles.read_h.max()) // lv.tile_height) + 1)  # stored tiles of a row
+    assert one == [len(_touched(tiles))]  # each stored tile once
+    assert len(two) == 2 and min(two) > 0.4 * one[0]  # both workers did half the work
+    assert one[0] <= sum(two) <= one[0] + boundary_row
+    naive = _decodes_per_worker(tiles, probe.batches(4, 1), 2)  # grid order, batches alternating
+    assert sum(naive) > one[0] + boundary_row
+    probe.close()
+
+
 def test_corrupt_tile_mid_slide_fails_that_slide_only_and_leaves_no_file(phikon, feat_slides, tmp_path):
     """The overview (level 1) is clean, so the bad level-0 tile is met mid-extraction, in a worker."""
     from wsistream.features import ExtractionConfig, extract_cohort, read_manifest
@@ -156,3 +211,27 @@ def test_corrupt_tile_mid_slide_fails_that_slide_only_and_leaves_no_file(phikon,
     assert "mid.svs" in records["mid.svs"]["error"] and "tile (8, 6)" in records["mid.svs"]["error"]
     assert records["a40x.svs"]["status"] == "done"
     assert not (report.root / "mid.svs").exists() or not list((report.root / "mid.svs").iterdir())  # nothing half
+
+
+@pytest.mark.parametrize("fmt", ["histossl", "h5"])
+def test_one_and_two_workers_write_identical_files(phikon, feat_slides, tmp_path, fmt):
+    """Same batches, other workers: the features and coordinates written are the same bytes."""
+    import h5py
+
+    from wsistream.features import ExtractionConfig, extract_cohort
+
+    roots = []
+    for workers in (1, 2):
+        config = ExtractionConfig(device="cpu", num_workers=workers, batch_size=2)
+        out = tmp_path / f"w{workers}"
+        tiling = DeepZoomTiling(keep_partial=True, tissue_threshold=0.0)
+        report = extract_cohort(feat_slides["40x"], out, phikon, tiling=tiling, config=config, fmt=fmt, progress=False)
+        assert report.ok and report.tiles_encoded > 6  # batches of 2: more batches than workers
+        roots.append(report.root)
+    if fmt == "histossl":
+        for name in ("features.npy", "coords.npy", "extraction.json"):
+            assert (roots[0] / "a40x.svs" / name).read_bytes() == (roots[1] / "a40x.svs" / name).read_bytes()
+    else:
+        with h5py.File(roots[0] / "a40x.h5") as one, h5py.File(roots[1] / "a40x.h5") as two:
+            for key in ("features", "coords"):
+                assert one[key][()].tobytes() == two[key][()].tobytes()

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _env_int(name: str) -> int | None:
@@ -146,7 +147,7 @@ class SlideClaims:
         """The failure marker of slide ``name``."""
         return self.folder / f"{name}.failed"
 
-    def _create(self, path: Path, payload: dict) -> bool:
+    def _create(self, path: Path, payload: dict[str, Any]) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -230,7 +231,7 @@ class Claim:
     def held(self) -> bool:
         """Whether the lock is still ours (not broken as stale by another worker)."""
         try:
-            return json.loads(self.claims.lock_path(self.name).read_text()).get("token") == self.token
+            return bool(json.loads(self.claims.lock_path(self.name).read_text()).get("token") == self.token)
         except (OSError, ValueError):
             return False
 

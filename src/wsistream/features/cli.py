@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from wsistream.errors import WsiStreamError
 from wsistream.registry import BACKENDS, ENCODERS, MissingDependencyError
+
+if TYPE_CHECKING:
+    from wsistream.features.encoders import Encoder
+    from wsistream.features.extract import ExtractionConfig, ResizeWhere
+    from wsistream.features.tiling import DeepZoomTiling, GridTiling
 
 app = typer.Typer(help="Tile feature extraction with pretrained encoders.", no_args_is_help=True, add_completion=False)
 
@@ -51,18 +56,19 @@ def _build(
     num_workers: int,
     device: str,
     tissue_geojson: Path | None = None,
-):
+) -> tuple[Encoder, DeepZoomTiling | GridTiling, ExtractionConfig]:
     from wsistream.features.encoders import load_encoder
     from wsistream.features.extract import ExtractionConfig
     from wsistream.features.tiling import DeepZoomTiling, GridTiling
 
     try:
         config = ExtractionConfig(batch_size=batch_size, num_workers=num_workers, device=device)
-        masks = {}
+        masks: dict[str, Any] = {}
         if tissue_geojson is not None:
             from wsistream.tissue.geojson import GeoJSONTissueDetector
 
             masks = {"tissue_detector": GeoJSONTissueDetector(str(tissue_geojson))}
+        tiler: DeepZoomTiling | GridTiling
         if tiling is TilingName.deepzoom:
             tiler = DeepZoomTiling(
                 tile_size=tile_size,
@@ -237,7 +243,7 @@ def extract_bench(
     )
     try:
         baseline = json.loads(compare.read_text()) if compare is not None else None
-        config = dataclasses.replace(config, resize=resize)
+        config = dataclasses.replace(config, resize=cast("ResizeWhere", resize))  # checked in __post_init__
         report = benchmark_throughput(slide, enc, tiling=tiler, config=config, max_tiles=max_tiles, scaling=scaling)
     except (OSError, ValueError, WsiStreamError) as exc:
         raise _fail(str(exc)) from exc

@@ -21,9 +21,10 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,9 @@ from wsistream.features.claims import Claim, ClaimConfig, SlideClaims, cluster_r
 from wsistream.features.encoders import Encoder
 from wsistream.features.errors import OutputNotWritableError
 from wsistream.features.extract import ExtractionConfig, TileEncoderRunner, extract_slide
+from wsistream.features.formats import SIDECAR_NAME
 from wsistream.features.tiling import DeepZoomTiling, GridTiling
+from wsistream.features.writer import BackgroundWriter
 from wsistream.pipeline.mpp import MppPolicy
 from wsistream.pipeline.paths import resolve_slide_paths
 from wsistream.registry import MissingDependencyError
@@ -142,6 +145,14 @@ def _remove_temporaries(target: Path) -> None:
     for name in names:
         for p in folder.glob(f".{name}.tmp-*"):
             p.unlink(missing_ok=True)
+
+
+def _remove_partial_output(target: Path) -> None:
+    """After a failed write: the temporaries, and the side files of a ``features.npy`` that never landed."""
+    _remove_temporaries(target)
+    if target.suffix == ".npy" and not target.exists():
+        for name in ("coords.npy", SIDECAR_NAME):
+            (target.parent / name).unlink(missing_ok=True)
 
 
 def ensure_writable(folder: Path) -> None:
@@ -277,21 +288,31 @@ def extract_cohort(
         rate = tiles_done / max(time.perf_counter() - t_start, 1e-9)
         bar.set_postfix(tiles=tiles_done, tiles_s=f"{rate:.1f}", failed=report.count("failed"), refresh=False)
 
-    def one(slide: str) -> SlideRecord:
+    def one(slide: str) -> Callable[[], SlideRecord]:
         return _one_slide(slide, root, fmt, runner, tiling, backend, mpp_policy, overwrite, rank, on_batch)
 
+    def finish(record: SlideRecord) -> None:  # in the writer thread, in slide order
+        report.records.append(record)
+        _append(manifest, record)
+        bar.update(1)
+
     try:
-        if claim is None:
-            for slide in work:
-                report.records.append(one(slide))
-                _append(manifest, report.records[-1])
-                bar.update(1)
-        else:
-            _claimed_run(work, root, fmt, claim, one, report, bar.update)
+        with BackgroundWriter(max_pending=1) as writer:
+            if claim is None:
+                for slide in work:
+                    write = one(slide)
+                    writer.submit(partial(_land, write, finish))
+            else:
+                _claimed_run(work, root, fmt, claim, one, finish, writer)
     finally:
         bar.close()
         report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _land(write: Callable[[], SlideRecord], finish: Callable[[SlideRecord], None]) -> None:
+    """The writer's job for one slide: write it, then record it."""
+    finish(write())
 
 
 def _claimed_run(
@@ -299,25 +320,37 @@ def _claimed_run(
     root: Path,
     fmt: FeatureFormat,
     config: ClaimConfig,
-    one: Any,
-    report: CohortReport,
-    tick: Any,
+    one: Callable[[str], Callable[[], SlideRecord]],
+    finish: Callable[[SlideRecord], None],
+    writer: BackgroundWriter,
 ) -> None:
-    """Extract the slides of ``work`` this worker claims; the others' (and finished ones) are passed over."""
+    """Extract the slides of ``work`` this worker claims; the others' (and finished ones) are passed over.
+
+    A claim is released by the writer, after its slide's output is in place (or its failure marked).
+    """
     claims = SlideClaims(root / ".claims", config.heartbeat_s, config.stale_s)
     with claims.heartbeat() as held:
         for slide, claim in _claim_each(work, root, fmt, claims):
             held.append(claim)
             try:
-                record = one(slide)
-                report.records.append(record)
-                _append(report.manifest, record)
-                if record.status == "failed":
-                    claim.fail(record.error)
-            finally:
+                write = one(slide)
+            except BaseException:
                 claim.release()
                 held.remove(claim)
-            tick(1)
+                raise
+
+            def land(write: Callable[[], SlideRecord] = write, claim: Claim = claim) -> None:
+                try:
+                    record = write()
+                    finish(record)
+                    if record.status == "failed":
+                        claim.fail(record.error)
+                finally:
+                    claim.release()
+                    held.remove(claim)
+
+            writer.submit(land)
+        writer.close()  # every claim released before the heartbeat stops
 
 
 def _claim_each(
@@ -348,42 +381,45 @@ def _one_slide(
     overwrite: bool,
     rank: int,
     on_batch: Any,
-) -> SlideRecord:
+) -> Callable[[], SlideRecord]:
+    """Extract one slide here (the model loop); return the job that writes it and gives its record (the writer).
+
+    A failure of either half is the slide's ``failed`` record and leaves no output file of it.
+    """
     target = slide_output(root, slide, fmt)
     slide_id = target.parent.name if fmt == "histossl" else target.stem
-    now = lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: E731
+
+    def record(status: Status, n: int, seconds: float, error: str = "", output: str = "") -> SlideRecord:
+        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        return SlideRecord(slide, slide_id, status, n, seconds, error, output, rank, at)
+
     if not overwrite and (n := finished_tiles(target)) is not None:
-        return SlideRecord(slide, slide_id, "skipped", n, 0.0, output=str(target), rank=rank, finished_at=now())
+        skipped = record("skipped", n, 0.0, output=str(target))
+        return lambda: skipped
     _remove_temporaries(target)  # leftovers of an interrupted run
     t0 = time.perf_counter()
     try:
         result = extract_slide(slide, runner, tiling, backend=backend, mpp_policy=mpp_policy, on_batch=on_batch)
-        if fmt == "histossl":
-            result.write_histossl(target.parent)
-        else:
-            result.write_h5(target)
     except MissingDependencyError:  # the environment, not this slide: stop once with the install hint
         _remove_temporaries(target)
         raise
     except Exception as exc:  # a failing slide is recorded and skipped; KeyboardInterrupt still stops the run
         _remove_temporaries(target)
-        return SlideRecord(
-            slide,
-            slide_id,
-            "failed",
-            0,
-            time.perf_counter() - t0,
-            describe_error(exc),
-            rank=rank,
-            finished_at=now(),
-        )
-    return SlideRecord(
-        slide,
-        slide_id,
-        "done",
-        result.n_tiles,
-        time.perf_counter() - t0,
-        output=str(target),
-        rank=rank,
-        finished_at=now(),
-    )
+        failed = record("failed", 0, time.perf_counter() - t0, describe_error(exc))
+        return lambda: failed
+
+    def write() -> SlideRecord:
+        try:
+            if fmt == "histossl":
+                result.write_histossl(target.parent)
+            else:
+                result.write_h5(target)
+        except MissingDependencyError:  # no h5py: escapes the job, so the run stops once (WriterFailedError)
+            _remove_partial_output(target)
+            raise
+        except Exception as exc:  # disk full, storage gone: this slide fails, the writer goes on
+            _remove_partial_output(target)
+            return record("failed", 0, time.perf_counter() - t0, describe_error(exc))
+        return record("done", result.n_tiles, time.perf_counter() - t0, output=str(target))
+
+    return write

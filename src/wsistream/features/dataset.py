@@ -30,7 +30,7 @@ from wsistream.sampling.deepzoom_grid import render_tile
 TILE_IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-class SlideTileDataset(Dataset):
+class SlideTileDataset(Dataset[tuple[torch.Tensor, int]]):
     """The tiles of one slide, read through :class:`~wsistream.features.reader.TileReader`.
 
     Parameters
@@ -117,7 +117,7 @@ def list_tile_images(root: str | os.PathLike[str]) -> tuple[list[str], list[str]
     return [str(p) for p in paths], [p.name.split(".")[0] for p in paths], [p.parent.name for p in paths]
 
 
-class TileImageDataset(Dataset):
+class TileImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Tile image files as uint8 tensors (``rl_benchmarks`` ``TileImagesDataset``: RGB, resized if not 224).
 
     Parameters

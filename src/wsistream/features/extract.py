@@ -37,6 +37,8 @@ from wsistream.pipeline.mpp import MppPolicy
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 ResizeWhere = Literal["auto", "device", "worker"]
 BatchCallback = Callable[[int], None]
+#: A DataLoader item of the extraction datasets: a uint8 (H, W, 3) tile and its index.
+TileItem = tuple[torch.Tensor, int]
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class TileEncoderRunner:
         self.cuda = self.device.type == "cuda"
         encoder.model.to(self.device)
         if self.cuda and self.config.channels_last:
-            encoder.model.to(memory_format=torch.channels_last)
+            encoder.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.amp_dtype: torch.dtype | None = None
         if self.cuda and self.config.amp != "off":
             bf16 = self.config.amp == "bf16" or (self.config.amp == "auto" and torch.cuda.is_bf16_supported())
@@ -144,7 +146,7 @@ class TileEncoderRunner:
         """Features (B, d) float32 of uint8 (B, H, W, 3) tiles (see :meth:`encode`)."""
         return self.encode(tiles, z_size, tile_size).float().cpu().numpy()
 
-    def loader(self, dataset: Dataset, batches: list[list[int]] | None = None) -> DataLoader:
+    def loader(self, dataset: Dataset[TileItem], batches: list[list[int]] | None = None) -> DataLoader[TileItem]:
         """Return the DataLoader this runner reads ``dataset`` with (ordered; pinned memory on CUDA).
 
         ``batches``: an explicit batch list (grid order, see :meth:`SlideTileDataset.batches`).
@@ -158,15 +160,17 @@ class TileEncoderRunner:
         return DataLoader(dataset, num_workers=cfg.num_workers, pin_memory=self.cuda, **extra)
 
 
-def embed_dataset(runner: TileEncoderRunner, dataset: Dataset, *, on_batch: BatchCallback | None = None) -> np.ndarray:
+def embed_dataset(
+    runner: TileEncoderRunner, dataset: Dataset[TileItem], *, on_batch: BatchCallback | None = None
+) -> np.ndarray:
     """(N, d) float32 features of a ``(tile, index)`` dataset, row ``i`` for item ``i``.
 
     A :class:`SlideTileDataset` is read in its grid-order batches; the features of a batch
     are fetched from the device once the next batch is queued (one batch in flight).
     """
     feats = np.empty((len(dataset), runner.encoder.dim), np.float32)  # type: ignore[arg-type]
-    tiled = isinstance(dataset, SlideTileDataset)
-    batches = dataset.batches(runner.config.batch_size, runner.config.num_workers) if tiled else None
+    slide = dataset if isinstance(dataset, SlideTileDataset) else None
+    batches = slide.batches(runner.config.batch_size, runner.config.num_workers) if slide else None
     pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def collect(item: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -176,8 +180,8 @@ def embed_dataset(runner: TileEncoderRunner, dataset: Dataset, *, on_batch: Batc
             on_batch(len(index))
 
     for tiles, index in runner.loader(dataset, batches):
-        z_size = dataset.device_size(int(index[0])) if tiled else None
-        out = runner.encode(tiles, z_size, dataset.tiles.tile_size if tiled else 224)
+        z_size = slide.device_size(int(index[0])) if slide else None
+        out = runner.encode(tiles, z_size, slide.tiles.tile_size if slide else 224)
         if pending is not None:
             collect(pending)
         pending = (index, out)

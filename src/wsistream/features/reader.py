@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,8 +50,9 @@ def row_cache_bytes(fast: JpegTileReader, level: int, read_h: int) -> int:
 
 def _library_backend(backend: SlideBackend) -> SlideBackend:
     """The same backend with its own direct-JPEG path off (the reader decides when to use it)."""
-    fields = {f.name for f in dataclasses.fields(backend)} if dataclasses.is_dataclass(backend) else set()
-    return dataclasses.replace(backend, fast_tiles=False) if "fast_tiles" in fields else backend
+    if not dataclasses.is_dataclass(backend) or "fast_tiles" not in {f.name for f in dataclasses.fields(backend)}:
+        return backend
+    return cast(SlideBackend, dataclasses.replace(cast(Any, backend), fast_tiles=False))
 
 
 class TileReader:
@@ -174,9 +175,22 @@ def grid_batches(order_key: np.ndarray, shape_key: np.ndarray, batch_size: int, 
         current.append(i)
     if current:
         batches.append(current)
+    return interleave_bands(batches, num_workers)
+
+
+def interleave_bands(batches: list[list[int]], num_workers: int) -> list[list[int]]:
+    """``batches`` cut into ``num_workers`` contiguous bands, interleaved so that worker ``w`` gets band ``w``.
+
+    DataLoader's multi-process iterator hands batch ``i`` of its sampler to worker
+    ``i % num_workers`` (``_worker_queue_idx_cycle``) and yields batches in sampler order. Bands
+    differ in length by at most one batch, the longer ones first, so every round of
+    ``num_workers`` batches but the last is full and position ``i`` stays on worker ``i % num_workers``
+    (with ``ceil`` bands a short or empty band would shift the later rounds onto other workers).
+    """
     workers = max(1, num_workers)
-    if workers == 1 or len(batches) < workers:
+    if workers == 1:
         return batches
-    per = -(-len(batches) // workers)
-    bands = [batches[w * per : (w + 1) * per] for w in range(workers)]
-    return [band[j] for j in range(per) for band in bands if j < len(band)]
+    per, extra = divmod(len(batches), workers)
+    starts = [w * per + min(w, extra) for w in range(workers + 1)]
+    bands = [batches[starts[w] : starts[w + 1]] for w in range(workers)]
+    return [band[j] for j in range(per + (extra > 0)) for band in bands if j < len(band)]

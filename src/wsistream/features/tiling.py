@@ -217,15 +217,16 @@ class DeepZoomTiling:
         rows, cols = np.divmod(np.arange(n_cols * n_rows, dtype=np.int64), n_cols)  # row-major scan order
         reads = grid.tile_reads(dz_level, cols, rows)
         level = int(reads["slide_level"])
+        arr = {k: v for k, v in reads.items() if isinstance(v, np.ndarray)}  # x0, y0, read_w/h, z_w/h
         keep = np.ones(len(cols), bool)
         if not self.keep_partial:
-            keep &= (reads["z_w"] == self.tile_size) & (reads["z_h"] == self.tile_size)
+            keep &= (arr["z_w"] == self.tile_size) & (arr["z_h"] == self.tile_size)
         mask = _tissue_mask(handle, props, self.tissue_detector, self.overview_side)
         ds = props.level_downsamples[level]
         fractions = np.array(
             [
                 mask.fraction_in(x, y, w * ds, h * ds) if k else 0.0
-                for x, y, w, h, k in zip(reads["x0"], reads["y0"], reads["read_w"], reads["read_h"], keep, strict=True)
+                for x, y, w, h, k in zip(arr["x0"], arr["y0"], arr["read_w"], arr["read_h"], keep, strict=True)
             ],
             np.float32,
         )
@@ -245,7 +246,7 @@ class DeepZoomTiling:
             "tile_level": dz_level,
             "level": level,
             "patch_size": self.tile_size,
-            **_geometry_attrs(props, level, grid.level0_downsample(dz_level) * self.tile_size, reads["read_w"]),
+            **_geometry_attrs(props, level, grid.level0_downsample(dz_level) * self.tile_size, arr["read_w"]),
             "mpp": mpp,
             "target_mpp": self.target_mpp,
             "coords_frame": "deepzoom_address",  # of ``coords`` / features.npy; the .h5 holds level-0 pixels
@@ -255,13 +256,13 @@ class DeepZoomTiling:
         }
         tiles = TileSet(
             props.slide_path,
-            reads["x0"][idx],
-            reads["y0"][idx],
+            arr["x0"][idx],
+            arr["y0"][idx],
             level,
-            reads["read_w"][idx],
-            reads["read_h"][idx],
-            reads["z_w"][idx],
-            reads["z_h"][idx],
+            arr["read_w"][idx],
+            arr["read_h"][idx],
+            arr["z_w"][idx],
+            arr["z_h"][idx],
             self.tile_size,
             resize,
             coords,

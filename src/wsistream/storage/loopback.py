@@ -44,7 +44,7 @@ class LoopbackS3:
         self.bucket = bucket
         self.in_process = in_process
         self._server: Any = None
-        self._child: subprocess.Popen | None = None
+        self._child: subprocess.Popen[bytes] | None = None
         self.endpoint_url = ""
 
     def __enter__(self) -> LoopbackS3:
@@ -107,12 +107,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(host: str, port: int, child: subprocess.Popen, timeout_s: float = 30.0) -> None:
+def _wait_for_port(host: str, port: int, child: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     """Until the child accepts connections (bounded; it is killed if it never does)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise RuntimeError(f"{child.args[:3]} exited with status {child.returncode} before listening on {port}")
+            raise RuntimeError(f"{child.args!r} exited with status {child.returncode} before listening on {port}")
         with socket.socket() as sock:
             if sock.connect_ex((host, port)) == 0:
                 return
@@ -169,7 +169,7 @@ class FaultProxy:
     def endpoint_url(self) -> str:
         """Where clients connect."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def __enter__(self) -> FaultProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -320,7 +320,7 @@ class LatencyProxyProcess:
     def __init__(self, upstream: str, *, latency_s: float) -> None:
         self.upstream = upstream
         self.latency_s = float(latency_s)
-        self._child: subprocess.Popen | None = None
+        self._child: subprocess.Popen[bytes] | None = None
         self.endpoint_url = ""
 
     def __enter__(self) -> LatencyProxyProcess:

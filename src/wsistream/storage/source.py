@@ -44,7 +44,9 @@ def _key(r: Sequence[int]) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
-def _resolve_part(part: Future, r: tuple[int, int], whole: Future) -> None:
+def _resolve_part(
+    part: Future[bytes | None], r: tuple[int, int], whole: Future[dict[tuple[int, int], bytes]]
+) -> None:
     """Complete one range's future from the batched prefetch it belongs to (``None``: not fetched)."""
     if whole.cancelled():
         part.cancel()
@@ -90,7 +92,7 @@ class RemoteByteSource(ByteSource):
         #: The last error raised to a caller; tifffile logs and swallows some read errors, so the
         #: opener checks this after parsing (:meth:`raise_if_failed`).
         self.failure: RemoteStorageError | None = None
-        self._prefetched: dict[tuple[int, int], Future] = {}
+        self._prefetched: dict[tuple[int, int], Future[bytes | None]] = {}
         self._prefetcher: ThreadPoolExecutor | None = None  # runs batches; their requests use _pool
         self._pid: int | None = None
         self._file: Any = None
@@ -270,7 +272,7 @@ class RemoteByteSource(ByteSource):
             self._prefetcher = ThreadPoolExecutor(2, thread_name_prefix="wsistream-prefetch")
         future = self._prefetcher.submit(self._fetch_tiles, wanted, extra)
         for r in wanted + extra:
-            part: Future = Future()
+            part: Future[bytes | None] = Future()
             future.add_done_callback(functools.partial(_resolve_part, part, r))
             self._prefetched[r] = part
 
@@ -369,14 +371,14 @@ class RemoteByteSource(ByteSource):
         self._blocks.clear()
         self._tiles.clear()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = {**self.__dict__, "_file": None, "_pool": None, "_pid": None, "_lock": None}
         state.update(_prefetched={}, _prefetcher=None)
         state.update(_blocks=OrderedDict(), _blocks_nbytes=0, _tiles=OrderedDict(), _tiles_nbytes=0)
         state.update(requests=0, bytes_read=0, failure=None)
         return state
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
