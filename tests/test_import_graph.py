@@ -4,7 +4,8 @@ Every ``import``/``from ... import`` in a module is an edge: at module level, in
 (a function-level import only moves the cycle to call time) and under ``if TYPE_CHECKING:`` (a
 circle hidden there still means two modules that cannot be read, changed or tested one without
 the other; ``pipeline.pipeline`` ↔ ``pipeline.stream`` was one). A package's ``__init__`` is not an
-implied edge of its submodules: the packages export lazily (``wsistream._lazy``).
+implied edge of its submodules: the packages export lazily (``wsistream._lazy``); and
+``from pkg import submodule`` is an edge to the submodule only.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Cycles left to untie (issue 19 item 2), each a sorted tuple of module names; empty it as they go.
-KNOWN_CYCLES: set[tuple[str, ...]] = {
-    ("wsistream.storage.config", "wsistream.storage.source", "wsistream.storage.urls"),
-    ("wsistream.torch", "wsistream.torch.device_views"),
-}
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _modules(src: Path) -> dict[str, Path]:
@@ -43,8 +41,10 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([node.module] if node.module else [])])
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & known.keys()
+            found |= submodules
+            if len(submodules) < len(node.names):  # a name defined in ``base`` itself
+                found.add(base)
     return {m for m in found if m in known and m != name}
 
 

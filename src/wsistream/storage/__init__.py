@@ -17,7 +17,7 @@ from wsistream.storage.urls import URL_SCHEMES, expand_url, is_url, protocol_of
 
 _LAZY = {
     "RemoteByteSource": "source",
-    "translate_error": "source",
+    "translate_error": "faults",
     "RemoteSlideHandle": "slide",
     "open_remote": "slide",
     "DirectoryEntry": "dircache",
@@ -28,8 +28,9 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 if TYPE_CHECKING:
     from wsistream.storage.dircache import DirectoryEntry, load_entry, save_entry
+    from wsistream.storage.faults import translate_error
     from wsistream.storage.slide import RemoteSlideHandle, open_remote
-    from wsistream.storage.source import RemoteByteSource, translate_error
+    from wsistream.storage.source import RemoteByteSource
 
 __all__ = [
     "DEFAULT_CACHE_DIR",

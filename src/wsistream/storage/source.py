@@ -21,19 +21,7 @@ from wsistream.errors import (
     RemoteStorageError,
 )
 from wsistream.storage.config import StorageConfig
-
-
-def translate_error(url: str, what: str, exc: BaseException) -> RemoteStorageError:
-    """The :class:`RemoteStorageError` subclass for a library exception (404, 403, ETag change, other)."""
-    text = f"{type(exc).__name__}: {exc}"
-    status = getattr(exc, "status", None) or getattr(exc, "code", None)
-    if isinstance(exc, FileNotFoundError) or status == 404:
-        return RemoteNotFoundError(url, f"{what}: object does not exist (404; {text})")
-    if isinstance(exc, PermissionError) or status in (401, 403):
-        return RemoteAccessDeniedError(url, f"{what}: access denied (403; check the credentials; {text})")
-    if type(exc).__name__ == "FileExpired" or status == 412 or "PreconditionFailed" in str(exc):
-        return RemoteObjectChangedError(url, f"{what}: the object changed while it was read (ETag mismatch; {text})")
-    return RemoteStorageError(url, f"{what}: {text}")
+from wsistream.storage.faults import translate_error
 
 
 def _is_permanent(err: RemoteStorageError) -> bool:
@@ -44,9 +32,7 @@ def _key(r: Sequence[int]) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
-def _resolve_part(
-    part: Future[bytes | None], r: tuple[int, int], whole: Future[dict[tuple[int, int], bytes]]
-) -> None:
+def _resolve_part(part: Future[bytes | None], r: tuple[int, int], whole: Future[dict[tuple[int, int], bytes]]) -> None:
     """Complete one range's future from the batched prefetch it belongs to (``None``: not fetched)."""
     if whole.cancelled():
         part.cancel()

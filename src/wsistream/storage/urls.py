@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from wsistream.storage.config import StorageConfig
+from wsistream.errors import RemoteStorageError
+from wsistream.storage.faults import translate_error
+
+
+class _Filesystems(Protocol):
+    """What listing needs of :class:`~wsistream.storage.config.StorageConfig` (named, not imported: config uses us)."""
+
+    def filesystem(self, url: str) -> Any:
+        """The fsspec filesystem for ``url``."""
+        ...
+
 
 #: URL schemes read through fsspec (``gcs://`` is fsspec's alias of ``gs://``).
 URL_SCHEMES = ("s3", "gs", "gcs", "http", "https")
@@ -34,7 +43,7 @@ def _with_scheme(url: str, path: str) -> str:
     return path if "://" in path else f"{scheme}://{path}"
 
 
-def expand_url(url: str, storage: StorageConfig, extensions: tuple[str, ...]) -> list[str]:
+def expand_url(url: str, storage: _Filesystems, extensions: tuple[str, ...]) -> list[str]:
     """Slide URLs named by ``url``: a glob, a prefix (``.../``, listed recursively), a list file, or one object.
 
     A prefix keeps only keys ending in ``extensions``; results are sorted so the stream order never
@@ -42,9 +51,6 @@ def expand_url(url: str, storage: StorageConfig, extensions: tuple[str, ...]) ->
     ``.txt``/``.lst`` list of URLs).  An object that does not exist is kept (opening it records a
     ``RemoteNotFoundError`` in the stream), as missing local files are.
     """
-    from wsistream.errors import RemoteStorageError
-    from wsistream.storage.source import translate_error
-
     protocol = protocol_of(url)
     lower = url.lower()
     try:
