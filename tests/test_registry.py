@@ -128,6 +128,20 @@ def test_stream_with_a_missing_backend_library_stops_once_with_the_hint(cmu_svs,
     assert not issubclass(MissingDependencyError, NoUsableSlidesError)
 
 
+def test_validate_with_a_missing_backend_library_stops_before_any_slide(cmu_svs, synthetic_40x_svs):
+    from wsistream.qc.validate import validate_cohort
+
+    pipe = PatchPipeline(
+        slide_paths=[cmu_svs],
+        backend=_AbsentLibraryBackend(),
+        sampler=RandomSampler(patch_size=64, target_mpp=1.0, tissue_threshold=0.5),
+    )
+    with pytest.raises(MissingDependencyError, match=rf"pip install {ABSENT}"):
+        validate_cohort([cmu_svs, synthetic_40x_svs], pipe, workers=0)
+    rows = validate_cohort([cmu_svs], PatchPipeline(slide_paths=[cmu_svs], sampler=pipe.sampler), workers=0)
+    assert [r["opens"] for r in rows] == [True]
+
+
 def test_cli_choices_come_from_the_registry(tmp_path):
     from wsistream.cli.main import app
 

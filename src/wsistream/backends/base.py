@@ -294,6 +294,16 @@ class SlideBackend(ABC):
 
         return importlib.util.find_spec(cls.requires) is not None
 
+    @classmethod
+    def require(cls) -> None:
+        """Raise :class:`MissingDependencyError` (with the install hint) when :meth:`is_available` is false.
+
+        Called by :meth:`open` and, before any slide, by cohort-wide tools (``validate``), so a
+        machine without the library gets one error instead of one failure per slide.
+        """
+        if not cls.is_available():
+            raise MissingDependencyError(f"backend {cls.name!r}", cls.requires, cls.install)
+
     def open(self, slide_path: str | os.PathLike[str]) -> SlideHandle:
         """Open ``slide_path``.
 
@@ -311,8 +321,7 @@ class SlideBackend(ABC):
             The library behind the backend is not installed: an environment error, not a slide's,
             so a stream stops at the first slide with the install hint instead of recording every slide.
         """
-        if not self.is_available():
-            raise MissingDependencyError(f"backend {self.name!r}", self.requires, self.install)
+        self.require()
         path = os.fspath(slide_path)
         if is_url(path):
             if not self.reads_urls:

@@ -23,7 +23,7 @@ import typer
 from wsistream.pipeline import PatchPipeline, resolve_slide_paths
 from wsistream.qc._check import PROBLEM_KEYS, ROW_KEYS, validate_slide
 from wsistream.qc._pool import ResultCallback, build_from_spec, check_one, run_pool
-from wsistream.registry import BACKENDS
+from wsistream.registry import BACKENDS, MissingDependencyError
 from wsistream.storage.config import StorageConfig
 from wsistream.storage.urls import is_url
 
@@ -99,9 +99,12 @@ def validate_cohort(
     ------
     ValueError
         Unknown recipe, or no slide in ``paths``.
+    MissingDependencyError
+        The backend's library is not installed (one error with the install hint, before any slide).
     """
     spec: Any = recipe if isinstance(recipe, PatchPipeline) else (recipe, dict(recipe_kwargs or {}))
     pipeline, name = build_from_spec(spec)  # fails here, once, for an unknown recipe or bad kwargs
+    pipeline.backend.require()  # and once for a reader library that is not installed (not a row per slide)
     slides = resolve_inputs(paths, getattr(pipeline.backend, "storage", None))
     if not slides:
         raise ValueError(f"no slide matched {paths!r}; pass files, folders, globs or a .txt list")
@@ -308,7 +311,7 @@ def validate(
                 paths, recipe, workers=workers, decode_samples=decode_samples, timeout_s=timeout,
                 recipe_kwargs=kwargs, on_result=bar,
             )  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, MissingDependencyError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     if json_out:
