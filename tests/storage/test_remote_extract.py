@@ -26,16 +26,17 @@ def test_cli_extract_from_an_s3_prefix_equals_the_local_file(s3_slides, proxy, t
     monkeypatch.setenv("WSISTREAM_CACHE_DIR", str(tmp_path / "cache"))
     local, _ = s3_slides["CMU-1-Small-Region.svs"]
 
-    def extract(slides: str, out: str) -> np.ndarray:
+    def extract(slides: str, out: str, *backend: str) -> np.ndarray:
         run = CliRunner().invoke(
             app,
             ["extract", "--encoder", "phikon", "--weights", str(tmp_path / "vit"), "--slides", slides, "--out", out,
              "--format", "h5", "--n-tiles", "4", "--batch-size", "2", "--num-workers", "0", "--device", "cpu",
-             "--backend", "tiffslide", "--no-progress", "--cohort", "c"],
+             *backend, "--no-progress", "--cohort", "c"],
         )  # fmt: skip
         assert run.exit_code == 0, run.output
         found = read_features(tmp_path / out / "phikon" / "c" / "CMU-1-Small-Region.h5")
         return np.concatenate([found.coords.astype(np.float64), found.features.astype(np.float64)], axis=1)
 
+    # no --backend: URLs are read through TiffSlide by default (OpenSlide reads local files only)
     remote = extract("s3://slides/cohort/*.svs", str(tmp_path / "s3"))  # also lists synthetic-40x.svs
-    np.testing.assert_array_equal(remote, extract(local, str(tmp_path / "local")))
+    np.testing.assert_array_equal(remote, extract(local, str(tmp_path / "local"), "--backend", "tiffslide"))

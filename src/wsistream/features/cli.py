@@ -142,7 +142,13 @@ def extract(
     stale_after: Annotated[
         float, typer.Option("--stale-after", help="Heartbeat age (s) after which a lock's owner is presumed dead.")
     ] = 300.0,
-    backend: Annotated[str, typer.Option("--backend", help=f"Slide reader: {BACKENDS.help()}.")] = "openslide",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help=f"Slide reader: {BACKENDS.help()} (default: openslide; tiffslide when a slide is a URL, as validate).",
+        ),
+    ] = None,
     tissue_geojson: Annotated[
         Path | None, typer.Option("--tissue-geojson", help="Folder of SLIDE.geojson tissue masks (QuPath).")
     ] = None,
@@ -153,6 +159,7 @@ def extract(
     from wsistream.features.cohort import extract_cohort
     from wsistream.pipeline.mpp import MppPolicy
     from wsistream.pipeline.paths import resolve_slide_paths
+    from wsistream.storage.urls import is_url
 
     paths = [p for spec in slides for p in resolve_slide_paths(spec)]
     if not paths:
@@ -177,7 +184,8 @@ def extract(
     )
     try:
         claims = ClaimConfig(heartbeat, stale_after) if claim else None
-        reader = BACKENDS.create(backend)
+        # OpenSlide reads local files only (docs/storage.md): URLs go through TiffSlide unless a reader is named
+        reader = BACKENDS.create(backend or ("tiffslide" if any(is_url(p) for p in paths) else "openslide"))
         report = extract_cohort(
             paths,
             out,
