@@ -116,13 +116,12 @@ def preview(
     """Overview + tissue mask + sampled patch boxes + the patches, as the recipe streams them."""
     from wsistream.qc import preview_sheet, preview_slide
     from wsistream.recipes import build_pipeline
-    from wsistream.storage import is_url
+    from wsistream.registry import BACKENDS
+    from wsistream.storage.urls import url_backend_name
 
     kwargs: dict[str, Any] = {"views": views} if recipe != "phikon" else {}
-    if any(is_url(s) for s in slides):
-        from wsistream.backends import TiffSlideBackend
-
-        kwargs["backend"] = TiffSlideBackend()  # OpenSlide reads local files only (docs/storage.md)
+    if (reader := url_backend_name(slides)) is not None:
+        kwargs["backend"] = BACKENDS.create(reader)
     pipeline = build_pipeline(recipe, list(slides), **kwargs)
     if sheet or len(slides) > 1:
         png, status = preview_sheet(

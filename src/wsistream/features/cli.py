@@ -159,7 +159,7 @@ def extract(
     from wsistream.features.cohort import extract_cohort
     from wsistream.pipeline.mpp import MppPolicy
     from wsistream.pipeline.paths import resolve_slide_paths
-    from wsistream.storage.urls import is_url
+    from wsistream.storage.urls import url_backend_name
 
     paths = [p for spec in slides for p in resolve_slide_paths(spec)]
     if not paths:
@@ -184,8 +184,7 @@ def extract(
     )
     try:
         claims = ClaimConfig(heartbeat, stale_after) if claim else None
-        # OpenSlide reads local files only (docs/storage.md): URLs go through TiffSlide unless a reader is named
-        reader = BACKENDS.create(backend or ("tiffslide" if any(is_url(p) for p in paths) else "openslide"))
+        reader = BACKENDS.create(backend or url_backend_name(paths) or "openslide")
         report = extract_cohort(
             paths,
             out,

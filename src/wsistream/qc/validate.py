@@ -25,7 +25,7 @@ from wsistream.qc._check import PROBLEM_KEYS, ROW_KEYS, validate_slide
 from wsistream.qc._pool import ResultCallback, build_from_spec, check_one, run_pool
 from wsistream.registry import BACKENDS, MissingDependencyError
 from wsistream.storage.config import StorageConfig
-from wsistream.storage.urls import is_url
+from wsistream.storage.urls import url_backend_name
 
 __all__ = [
     "PROBLEM_KEYS",
@@ -301,10 +301,8 @@ def validate(
     if not paths:
         typer.echo(f"no slide matched {' '.join(slides)}", err=True)
         raise typer.Exit(2)
-    if backend is None and any(is_url(p) for p in paths):
-        from wsistream.backends import TiffSlideBackend
-
-        kwargs["backend"] = TiffSlideBackend()  # OpenSlide reads local files only (docs/storage.md)
+    if backend is None and (reader := url_backend_name(paths)) is not None:
+        kwargs["backend"] = BACKENDS.create(reader)
     try:
         with _Progress(len(paths), progress) as bar:
             rows = validate_cohort(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from wsistream.errors import RemoteStorageError
@@ -25,6 +26,15 @@ def is_url(path: object) -> bool:
     if not isinstance(path, str) or "://" not in path:
         return False
     return path.split("://", 1)[0].lower() in URL_SCHEMES
+
+
+def url_backend_name(paths: Iterable[object]) -> str | None:
+    """``"tiffslide"`` when any of ``paths`` is a URL, else ``None`` (keep the caller's default reader).
+
+    OpenSlide reads local files only (``docs/storage.md``); the CLIs (``extract``, ``validate``,
+    ``preview``) use this when no ``--backend`` is named, so a URL cohort works without one.
+    """
+    return "tiffslide" if any(is_url(p) for p in paths) else None
 
 
 def protocol_of(url: str) -> str:
