@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -43,6 +44,60 @@ def test_channels_last_is_a_view_of_the_stacked_patches(items):
     batch = PatchCollator(channels_last=True)(items)
     assert batch["image"].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch["image"], collate_patches(items)["image"])
+
+
+def test_every_numeric_field_equals_its_item(items):
+    batch = collate_patches(items)
+    for key in ("x0", "y0", "level", "read_size", "patch_size"):
+        assert batch[key].tolist() == [getattr(it.result.coordinate, key) for it in items], key
+    for key in ("slide_index", "shard", "epoch", "index"):
+        assert batch[key].tolist() == [getattr(it, key) for it in items], key
+    assert batch["level_downsample"].tolist() == [it.result.coordinate.level_downsample for it in items]
+    assert batch["tissue_fraction"].tolist() == [it.result.tissue_fraction for it in items]
+    assert batch["mpp"].tolist() == [it.result.coordinate.mpp for it in items]
+
+
+def _collate_and_report_sharing(items):
+    batch = collate_patches(items)
+    flags = {k: v.is_shared() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    return batch, flags, {k: v.is_shared() for k, v in batch["views"].items()}
+
+
+class _ItemsOnce(torch.utils.data.IterableDataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        yield self.items
+
+
+def test_a_worker_collates_into_shared_memory_with_the_same_values(items):
+    """In a worker, tensors are allocated in shared memory (no copy when sent); values are unchanged."""
+    loader = torch.utils.data.DataLoader(
+        _ItemsOnce(items), batch_size=None, num_workers=1, collate_fn=_collate_and_report_sharing
+    )
+    batch, flags, view_flags = next(iter(loader))
+    assert all(flags.values()) and all(view_flags.values()), (flags, view_flags)
+    here = collate_patches(items)
+    assert not here["image"].is_shared()  # in the main process: ordinary memory
+    for key, value in here.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(batch[key], value), key
+    for key, view in here["views"].items():
+        assert torch.equal(batch["views"][key], view), key
+
+
+def test_collate_refuses_patches_that_are_not_uint8_like_the_first(items):
+    bad = items[1].result.image.astype(np.float32)
+    wrong = [items[0], dataclasses.replace(items[1], result=dataclasses.replace(items[1].result, image=bad))]
+    with pytest.raises(ValueError, match="must be uint8"):
+        collate_patches(wrong)
+
+
+def test_a_non_contiguous_patch_is_copied_exactly(items):
+    flipped = np.ascontiguousarray(items[1].result.image)[:, ::-1]  # a strided view
+    mixed = [items[0], dataclasses.replace(items[1], result=dataclasses.replace(items[1].result, image=flipped))]
+    np.testing.assert_array_equal(collate_patches(mixed)["image"][1].permute(1, 2, 0).numpy(), flipped)
 
 
 def test_a_batch_of_failure_notices_is_empty_but_carries_the_failures(items):

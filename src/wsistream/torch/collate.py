@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _INT_FIELDS = ("x0", "y0", "level", "read_size", "patch_size")
-_FLOAT_FIELDS = ("mpp", "level_downsample")
+_ITEM_FIELDS = ("slide_index", "shard", "epoch", "index")
 
 
 def _accelerator_available() -> bool:
@@ -30,10 +31,51 @@ def _accelerator_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it is allocated in shared memory.
+
+    A worker's batch crosses to the main process through shared memory: a tensor that is not already
+    there is copied into a fresh segment when it is sent (``default_collate`` allocates in shared
+    memory for the same reason).  Allocating there directly saves that copy.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)  # type: ignore[no-untyped-call]
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def _stacked(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Equal-shape arrays → one tensor ``N×...`` of their dtype, stacked straight into :func:`_empty`."""
+    out = _empty((len(arrays), *arrays[0].shape), torch.from_numpy(arrays[0][:0]).dtype)
+    np.stack(arrays, out=out.numpy())
+    return out
+
+
 def _images(arrays: Sequence[np.ndarray], channels_last: bool) -> torch.Tensor:
-    """N×H×W×3 uint8 arrays → N×3×H×W uint8 tensor (NCHW-contiguous, or channels-last strides)."""
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return batch if channels_last else batch.contiguous()
+    """N×H×W×3 uint8 arrays → N×3×H×W uint8 tensor (NCHW-contiguous, or channels-last strides).
+
+    One copy per patch, straight into the output: ``cv2.split`` writes the three planes of an H×W×3
+    patch in one pass (≈ 5× faster than a strided NumPy/torch transpose, identical values), where
+    stacking and then making the permuted stack contiguous copied every pixel twice.
+    """
+    height, width, channels = arrays[0].shape
+    if channels_last:
+        stacked = _empty((len(arrays), height, width, channels), torch.uint8)
+        np.stack(arrays, out=stacked.numpy())
+        return stacked.permute(0, 3, 1, 2)
+    out = _empty((len(arrays), channels, height, width), torch.uint8)
+    planes = out.numpy()
+    for i, array in enumerate(arrays):
+        if array.shape != (height, width, channels) or array.dtype != np.uint8:
+            raise ValueError(
+                f"patch {i} of the batch is {array.dtype} {array.shape}; every patch must be uint8 "
+                f"{(height, width, channels)} like the first"
+            )
+        if channels == 3 and array.flags.c_contiguous:
+            cv2.split(array, list(planes[i]))
+        else:
+            np.copyto(planes[i], array.transpose(2, 0, 1))
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,22 +137,27 @@ class PatchCollator:
                 }
             plans = results[0].view_plans  # type: ignore[union-attr]
             if plans is not None:
-                batch["view_plans"] = {
-                    key: torch.from_numpy(np.stack([r.view_plans[key] for r in results]))  # type: ignore[union-attr,index]
-                    for key in plans
-                }
+                batch["view_plans"] = {key: _stacked([r.view_plans[key] for r in results]) for key in plans}  # type: ignore[union-attr,index]
         else:
             size = items[0].patch_size
             batch["image"] = torch.empty((0, 3, size, size), dtype=torch.uint8)
         coords = [r.coordinate for r in results]  # type: ignore[union-attr]
-        for name in _INT_FIELDS:
-            batch[name] = torch.tensor([getattr(c, name) for c in coords], dtype=torch.int64)
-        mpps = [math.nan if c.mpp is None else c.mpp for c in coords]
-        batch["mpp"] = torch.tensor(mpps, dtype=torch.float64)
-        batch["level_downsample"] = torch.tensor([c.level_downsample for c in coords], dtype=torch.float64)
-        batch["tissue_fraction"] = torch.tensor([r.tissue_fraction for r in results], dtype=torch.float64)  # type: ignore[union-attr]
-        for name in ("slide_index", "shard", "epoch", "index"):
-            batch[name] = torch.tensor([getattr(it, name) for it in patches], dtype=torch.int64)
+        ints = _empty((len(_INT_FIELDS) + len(_ITEM_FIELDS), len(patches)), torch.int64)
+        columns = ints.numpy()
+        for k, name in enumerate(_INT_FIELDS):
+            columns[k] = [getattr(c, name) for c in coords]
+        for k, name in enumerate(_ITEM_FIELDS, start=len(_INT_FIELDS)):
+            columns[k] = [getattr(it, name) for it in patches]
+        floats = _empty((3, len(patches)), torch.float64)
+        floats.numpy()[:] = [
+            [math.nan if c.mpp is None else c.mpp for c in coords],
+            [c.level_downsample for c in coords],
+            [r.tissue_fraction for r in results],  # type: ignore[union-attr]
+        ]
+        # Rows of two buffers, not 12 tensors: each tensor a worker sends costs a shared-memory segment
+        # and a file-descriptor hand-off on both sides.
+        batch.update(zip((*_INT_FIELDS, *_ITEM_FIELDS), ints, strict=True))
+        batch.update(zip(("mpp", "level_downsample", "tissue_fraction"), floats, strict=True))
         batch["slide_path"] = [c.slide_path for c in coords]
         batch["dataset_name"] = [r.slide_metadata.dataset_name for r in results]  # type: ignore[union-attr]
         batch["patient_id"] = [r.slide_metadata.patient_id or "" for r in results]  # type: ignore[union-attr]
