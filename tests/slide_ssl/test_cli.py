@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from wsistream.slide_ssl.cli import app
@@ -48,6 +50,7 @@ def test_pretrain_then_probe(tmp_path):
         "pretrained (slide_encoder.pt)", "random-init encoder (init seed 0)", "random-init encoder (init seed 1)"
     ]  # fmt: skip
     assert summary["labels"] == ["label0", "label1"] and summary["n_slides"] == 12
+    assert summary["encoder_format"] == "wsistream" and summary["scan"]["order"] == "row_major"
     has_abmil = "ABMIL (wsistream.mil)" in names
     assert has_abmil or any("ABMIL baseline skipped" in n for n in summary["notes"])
     for r in summary["results"]:
@@ -120,3 +123,37 @@ def test_every_optional_option_states_its_default(command):
             assert f"[default: {flag}]" in text, f"--{p.name}"
         else:
             assert f"[default: {p.default}]" in text, f"--{p.name}"
+
+
+GIGAPATH_WEIGHTS = Path(__file__).parent / "fixtures" / "gigapath_tiny_slide_encoder.pth"
+
+
+def test_a_prov_gigapath_file_is_probed_in_reference_mode(tmp_path):
+    """The seed's "Prov-GigaPath full model (linear probe)" row: the released file format, found by itself."""
+    from wsistream.slide_ssl import load_gigapath_slide_encoder
+    from wsistream.slide_ssl.probe import load_slide_encoder, slide_encoder_format
+
+    assert slide_encoder_format(GIGAPATH_WEIGHTS) == "gigapath"
+    enc = load_slide_encoder(GIGAPATH_WEIGHTS)
+    assert enc.cfg.mode == "reference" and not enc.training
+    ref = load_gigapath_slide_encoder(GIGAPATH_WEIGHTS).state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in enc.state_dict().items()) and enc.state_dict().keys() == ref.keys()
+    with pytest.raises(ValueError, match=r"neither a slide_encoder\.pt nor a slide_ssl checkpoint"):
+        load_slide_encoder(GIGAPATH_WEIGHTS, encoder_format="wsistream")
+
+    syn = make_spatial_cohort(tmp_path / "feats", n_slides=8, dim=16, n_labels=1, side=(5, 6), seed=0)
+    res = CliRunner().invoke(
+        app, ["slide-probe", "--encoder", str(GIGAPATH_WEIGHTS), "--features", str(syn.root), "--labels",
+              str(syn.labels_csv), "--out", str(tmp_path / "probe"), "--repeats", "2", "--random-inits", "1",
+              "--no-abmil", "--head-epochs", "2", "--layers", "-2,-1"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert summary["encoder_format"] == "gigapath" and summary["n_slides"] == 8
+    assert summary["scan"] == {"tile_size": 256, "order": "file"}  # prov-gigapath's coords_to_pos frame
+    assert summary["results"][0]["name"] == "pretrained (gigapath_tiny_slide_encoder.pth)"
+    bad = CliRunner().invoke(
+        app, ["slide-probe", "--encoder", str(GIGAPATH_WEIGHTS), "--features", str(syn.root), "--labels",
+              str(syn.labels_csv), "--out", str(tmp_path / "p2"), "--encoder-format", "clam"],
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "--encoder-format must be" in bad.output

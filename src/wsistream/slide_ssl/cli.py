@@ -149,8 +149,17 @@ def _read_labels(path: Path) -> tuple[list[str], dict[str, list[float]]]:
 
 @app.command("slide-probe")
 def slide_probe(
-    encoder: Path = typer.Option(..., "--encoder", help="slide_encoder.pt or checkpoint.pt from slide-pretrain."),
+    encoder: Path = typer.Option(
+        ...,
+        "--encoder",
+        help="slide_encoder.pt or checkpoint.pt from slide-pretrain, or a Prov-GigaPath slide_encoder.pth.",
+    ),
     features: Path = typer.Option(..., "--features", help="Folder of tile features of the labelled slides."),
+    encoder_format: str = typer.Option(
+        "auto",
+        help="'auto' (from the file), 'wsistream' or 'gigapath': a Prov-GigaPath file runs in reference mode on "
+        "tiles in file order at floor(coords / 256).",
+    ),
     labels: Path = typer.Option(..., "--labels", help="CSV: slide_id plus one 0/1 column per label (blank = missing)."),
     out: Path = typer.Option(..., "--out", help="Output folder for probe.json and probe_scores.csv."),
     probe: str = typer.Option(
@@ -177,15 +186,25 @@ def slide_probe(
     seed: int = typer.Option(0, help="Seed of the splits, subsets, heads and random inits."),
 ) -> None:
     """Probe slide embeddings: AUROC / AUPRC per label, mean ± std over splits (seed 004's table)."""
-    from wsistream.slide_ssl.probe import abmil_probe, load_slide_encoder, pretraining_overlap
+    from wsistream.slide_ssl.probe import (
+        GIGAPATH_SCAN,
+        abmil_probe,
+        load_slide_encoder,
+        pretraining_overlap,
+        slide_encoder_format,
+    )
 
     if probe not in ("head", "logreg"):
         raise typer.BadParameter(f"--probe must be 'head' or 'logreg', got {probe!r}")
     if cv not in ("reference", "repeated", "kfold"):
         raise typer.BadParameter(f"--cv must be 'reference', 'repeated' or 'kfold', got {cv!r}")
     names, table = _read_labels(labels)
-    enc = load_slide_encoder(encoder)
-    sub, y, notes = _labelled_cohort(features, labels, table, enc.cfg.in_dim)
+    if encoder_format not in ("auto", "wsistream", "gigapath"):
+        raise typer.BadParameter(f"--encoder-format must be 'auto', 'wsistream' or 'gigapath', got {encoder_format!r}")
+    kind = slide_encoder_format(encoder) if encoder_format == "auto" else encoder_format
+    enc = load_slide_encoder(encoder, encoder_format=kind)  # type: ignore[arg-type]
+    scan = GIGAPATH_SCAN if kind == "gigapath" else {}
+    sub, y, notes = _labelled_cohort(features, labels, table, enc.cfg.in_dim, **scan)
     overlap = pretraining_overlap(encoder, sub.slide_ids)
     if overlap:
         notes.insert(0, f"WARNING: {len(overlap)} probed slides were in the encoder's pretraining cohort")
@@ -210,6 +229,8 @@ def slide_probe(
     summary = {
         "results": [r.summary() for r in results],
         "n_slides": len(sub),
+        "encoder_format": kind,
+        "scan": {"tile_size": sub.tile_size, "order": sub.order},
         "labels": names,
         "protocol": {"probe": probe, "cv": cv, "splits": len(splits), "layers": list(lay), "concat_mean": concat_mean},
         "notes": notes,
@@ -219,12 +240,12 @@ def slide_probe(
 
 
 def _labelled_cohort(
-    features: Path, labels: Path, table: dict[str, list[float]], in_dim: int
+    features: Path, labels: Path, table: dict[str, list[float]], in_dim: int, **scan: Any
 ) -> tuple[SlideTokenCohort, np.ndarray, list[str]]:
     """The scanned slides that have labels, in the labels CSV's row order (SLP splits the CSV's slide list)."""
     from wsistream.slide_ssl.data import SlideTokenCohort
 
-    cohort = SlideTokenCohort.scan(features, min_tiles=1, input_dim=in_dim)
+    cohort = SlideTokenCohort.scan(features, min_tiles=1, input_dim=in_dim, **scan)
     where = {s: i for i, s in enumerate(cohort.slide_ids)}
     keep = [where[s] for s in table if s in where]
     if len(keep) < 4:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,12 +37,51 @@ import torch
 from wsistream.slide_ssl.config import EncoderConfig
 from wsistream.slide_ssl.data import SlideTokenCohort, slide_key
 from wsistream.slide_ssl.encoder import SlideEncoder
+from wsistream.slide_ssl.gigapath import load_gigapath_slide_encoder
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def load_slide_encoder(path: str | os.PathLike[str], which: str = "teacher") -> SlideEncoder:
-    """Slide encoder from ``slide_encoder.pt`` or from a training ``checkpoint.pt`` (``which``: teacher or student)."""
+#: What :func:`load_slide_encoder` reads: a ``slide-pretrain`` file, a Prov-GigaPath slide encoder, or either.
+EncoderFormat = Literal["auto", "wsistream", "gigapath"]
+
+
+def _peek(path: str | os.PathLike[str]) -> object:
+    """The file's top-level object, tensors memory-mapped (a 300 MB encoder is not read to look at its keys)."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, not a zip file, foreign pickle: the loaders name the reason
+        return None
+
+
+def slide_encoder_format(path: str | os.PathLike[str]) -> Literal["wsistream", "gigapath"]:
+    """``"wsistream"`` for ``slide_encoder.pt`` / ``checkpoint.pt`` of ``slide-pretrain``, else ``"gigapath"``.
+
+    Anything else is taken for a Prov-GigaPath ``slide_encoder.pth`` (``{"model": state_dict}`` or a bare
+    LongNetViT state dict), which :func:`~.gigapath.load_gigapath_slide_encoder` checks key by key.
+    """
+    state = _peek(path)
+    if not isinstance(state, dict):
+        return "gigapath"
+    ours = {"state_dict", "encoder"} <= set(state) or {"model", "config"} <= set(state)
+    return "wsistream" if ours else "gigapath"
+
+
+def load_slide_encoder(
+    path: str | os.PathLike[str], which: str = "teacher", encoder_format: EncoderFormat = "auto"
+) -> SlideEncoder:
+    """Slide encoder (eval mode) from ``slide_encoder.pt``, a training ``checkpoint.pt`` or a Prov-GigaPath file.
+
+    ``which``: the teacher or student of a checkpoint.  A Prov-GigaPath ``slide_encoder.pth`` (found by
+    :func:`slide_encoder_format`, or ``encoder_format="gigapath"``) is read by
+    :func:`~.gigapath.load_gigapath_slide_encoder` with the released model's settings, in reference mode:
+    its tiles must be scanned in file order with 256-px tiles (:data:`GIGAPATH_SCAN`).
+    """
+    if encoder_format not in ("auto", "wsistream", "gigapath"):
+        raise ValueError(f"encoder_format={encoder_format!r}; pass 'auto', 'wsistream' or 'gigapath'")
+    kind = slide_encoder_format(path) if encoder_format == "auto" else encoder_format
+    if kind == "gigapath":
+        return load_gigapath_slide_encoder(path)
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if "state_dict" in state:
         cfg, sd = EncoderConfig(**state["encoder"]), state["state_dict"]
@@ -57,6 +96,11 @@ def load_slide_encoder(path: str | os.PathLike[str], which: str = "teacher") -> 
     return enc.eval()
 
 
+#: How a Prov-GigaPath encoder's tiles are scanned: positions ``floor(coords / 256)`` in file order, as
+#: prov-gigapath's ``coords_to_pos`` and its data loader give them (``SlideTokenCohort.scan`` arguments).
+GIGAPATH_SCAN: dict[str, Any] = {"tile_size": 256, "order": "file"}
+
+
 def pretraining_overlap(path: str | os.PathLike[str], slide_ids: Sequence[str]) -> list[str]:
     """The ``slide_ids`` the encoder at ``path`` was pretrained on; warns when there are any.
 
@@ -65,8 +109,8 @@ def pretraining_overlap(path: str | os.PathLike[str], slide_ids: Sequence[str]) 
     an exclude CSV; ``slide-pretrain --exclude``). Slides are matched by :func:`~.data.slide_key`.
     Files without the list (older or foreign weights) give ``[]``.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    seen = {slide_key(s) for s in state.get("slide_ids", [])}
+    state = _peek(path)
+    seen = {slide_key(s) for s in (state.get("slide_ids", []) if isinstance(state, dict) else [])}
     overlap = [s for s in slide_ids if slide_key(s) in seen]
     if overlap:
         head = ", ".join(overlap[:5]) + (" ..." if len(overlap) > 5 else "")
