@@ -7,14 +7,21 @@ scikit-learn) happen inside the commands so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from wsistream.registry import MIL_MODELS
+
+if TYPE_CHECKING:  # the commands import torch and scikit-learn lazily, so --help stays fast
+    from wsistream.eval.linear import LinearEvalResult
+    from wsistream.mil.cv import CVResult, NestedCVConfig
+    from wsistream.mil.data import SlideCohort
+    from wsistream.mil.screen import CohortOptions
 
 app = typer.Typer(help="Slide-level MIL benchmark and tile-level linear evaluation (HistoSSLscaling protocol).")
 console = Console(stderr=True)
@@ -131,12 +138,7 @@ def mil_cv(
         model = MIL_MODELS.canonical(model)
     except ValueError as exc:
         raise typer.BadParameter(f"--model: {exc}") from exc
-    from tqdm import tqdm
-
-    from wsistream.errors import WsiStreamError
-    from wsistream.mil.cv import NestedCVConfig, nested_cross_validation
-    from wsistream.mil.data import load_cohort
-    from wsistream.mil.report import write_report
+    from wsistream.mil.cv import NestedCVConfig
     from wsistream.mil.screen import CohortOptions
 
     try:
@@ -166,27 +168,94 @@ def mil_cv(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    bars: list[Any] = []
+    run = _CvRun(
+        features=features,
+        labels=labels,
+        task=task,
+        model=model,
+        columns=_CohortColumns(label_column, patient_column, time_column, event_column),
+        corrected=corrected,
+        model_arg=tuple(model_arg or ()),
+        cfg=cfg,
+        options=options,
+    )
+    _print_cv_result(run.execute(), out, task)
 
-    def progress(fold: int, total: int) -> Any:
-        if bars:
-            bars[-1].close()
-        bars.append(tqdm(total=total, desc=f"fold {fold}/{outer_folds * repeats}", unit="epoch", leave=True))
-        return bars[-1].update
 
-    try:
+@dataclass(frozen=True)
+class _CohortColumns:
+    """The label CSV's columns as the options name them; ``''`` means "not given"."""
+
+    label: str
+    patient: str
+    time: str
+    event: str
+
+
+@dataclass(frozen=True)
+class _CvRun:
+    """One ``mil-cv`` run once its options are checked: the cohort to load, the model and the CV config."""
+
+    features: Path
+    labels: Path
+    task: str
+    model: str
+    columns: _CohortColumns
+    corrected: bool
+    model_arg: tuple[str, ...]
+    cfg: NestedCVConfig
+    options: CohortOptions
+
+    def execute(self) -> CVResult:
+        """Load the cohort, print what it holds, run nested CV; a ``WsiStreamError`` is exit code 2."""
+        from tqdm import tqdm
+
+        from wsistream.errors import WsiStreamError
+        from wsistream.mil.cv import nested_cross_validation
+
+        bars: list[Any] = []
+        n_folds = self.cfg.outer_folds * self.cfg.repeats
+
+        def progress(fold: int, total: int) -> Any:
+            if bars:
+                bars[-1].close()
+            bars.append(tqdm(total=total, desc=f"fold {fold}/{n_folds}", unit="epoch", leave=True))
+            return bars[-1].update
+
+        try:
+            cohort = self._load_cohort()
+            result = nested_cross_validation(
+                cohort,
+                self.model,
+                self.cfg,
+                corrected=self.corrected,
+                model_kwargs=_model_kwargs(list(self.model_arg)),
+                progress=progress,
+            )
+        except WsiStreamError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(code=2) from exc
+        finally:
+            for b in bars:
+                b.close()
+        return result
+
+    def _load_cohort(self) -> SlideCohort:
+        from wsistream.mil.data import load_cohort
+
+        cols, cfg = self.columns, self.cfg
         cohort = load_cohort(
-            features,
-            labels,
-            task,
-            patient_column=patient_column or None,
-            label_column=label_column,
-            time_column=time_column or None,
-            event_column=event_column or None,
-            options=options,
+            self.features,
+            self.labels,
+            self.task,
+            patient_column=cols.patient or None,
+            label_column=cols.label,
+            time_column=cols.time or None,
+            event_column=cols.event or None,
+            options=self.options,
         )
         console.print(
-            f"cohort: {cohort.n_slides} slides, {cohort.n_patients} patients, d={cohort.dim}, task={task}"
+            f"cohort: {cohort.n_slides} slides, {cohort.n_patients} patients, d={cohort.dim}, task={self.task}"
             + (f", classes={list(cohort.class_names)}" if cohort.class_names else "")
             + f"; features {'in memory' if cohort.in_memory else 'read from disk per batch'}"
         )
@@ -195,15 +264,12 @@ def mil_cv(
             console.print(f"  [yellow]deviation: {key}={dev['value']} (protocol: {dev['protocol']})[/yellow]")
         _print_records(cohort.exclusions, "excluded", "reason")
         _print_records(cohort.notices, "with a notice", "message")
-        result = nested_cross_validation(
-            cohort, model, cfg, corrected=corrected, model_kwargs=_model_kwargs(model_arg or []), progress=progress
-        )
-    except WsiStreamError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from exc
-    finally:
-        for b in bars:
-            b.close()
+        return cohort
+
+
+def _print_cv_result(result: CVResult, out: Path, task: str) -> None:
+    from wsistream.mil.report import write_report
+
     paths = write_report(result, out)
     table = Table(title=f"{result.model} - {task}: outer test {result.metric_name}")
     for col in ("repeat", "fold", result.metric_name, "lr", "wd", "epochs", f"inner {result.metric_name}"):
@@ -329,7 +395,10 @@ def linear_eval(
     extra = {"dropped": {"train": tr.dropped, "test": te.dropped}, "preset": preset or None}
     if preset == "camelyon17-wilds":
         extra["centers"] = {"train": list(centers[0]), "test": list(centers[1])}
-    paths = write_linear_report(result, out, extra=extra)
+    _print_linear_result(result, write_linear_report(result, out, extra=extra))
+
+
+def _print_linear_result(result: LinearEvalResult, paths: dict[str, Path]) -> None:
     table = Table(title="linear evaluation (test set)")
     for col in ("fraction", "n ok", "AUC", "acc", "F1"):
         table.add_column(col)
