@@ -1,4 +1,4 @@
-"""Size limits of ``src/wsistream`` (issue 19, item 5; ../shared/STYLE.md): short functions, short files.
+"""Size limits of ``src/wsistream`` (issue 19, item 5; ../shared/STYLE.md): functions up to 60 lines, files up to 400.
 
 A function's length is its body without the docstring, in source lines (the signature of a Typer
 command, one line per option, is not counted). A function over the limit says why in its docstring,
@@ -47,3 +47,12 @@ def test_the_length_counts_the_body_without_the_docstring():
     node = ast.parse('def g():\n    """Doc.\n\n    Long because it is a table.\n    """\n').body[0]
     assert isinstance(node, ast.FunctionDef)
     assert _body_lines(node) == 0 and _justified(node)
+
+
+MAX_FILE_LINES = 400
+
+
+def test_no_source_file_over_400_lines():
+    lines = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in sorted(SRC.rglob("*.py"))}
+    long = {name: n for name, n in lines.items() if n > MAX_FILE_LINES}
+    assert not long, f"split these by responsibility into two modules: {long}"
