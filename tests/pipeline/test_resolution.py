@@ -38,7 +38,7 @@ def test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch(backend, syn
         assert (c.level, c.read_size, c.patch_size) == (0, 444, 224)
         assert abs(c.mpp - 0.5) / 0.5 < 0.02
         assert c.footprint_level0 == 444
-        assert r.slide_metadata.properties.mpp == pytest.approx(0.252)
+        assert r.slide_metadata.properties.mpp_level0 == pytest.approx(0.252)
         assert r.slide_metadata.mpp_source == "slide"
     # the coordinate is enough to re-read exactly the same pixels
     with backend.open(synthetic_40x_svs) as h:
@@ -129,3 +129,11 @@ def test_level0_footprint_is_a_deprecated_name_of_footprint_level0():
     assert c.footprint_level0 == 444.0
     with pytest.warns(DeprecationWarning, match="renamed footprint_level0"):
         assert c.level0_footprint == 444.0
+
+
+def test_slide_properties_mpp_is_a_deprecated_name_of_mpp_level0(written_20x):
+    with OpenSlideBackend().open(written_20x) as handle:
+        props = handle.properties
+    assert props.mpp_level0 == pytest.approx(0.5) and props.to_dict()["mpp_level0"] == props.mpp_level0
+    with pytest.warns(DeprecationWarning, match="renamed mpp_level0"):
+        assert props.mpp == props.mpp_level0

@@ -136,7 +136,7 @@ def _geometry_attrs(props: SlideProperties, level: int, side_level0: int, read_w
         "patch_size_level0": int(side_level0),
         "read_size": int(np.max(read_w)) if len(read_w) else 0,
         "level_downsample": float(props.level_downsamples[level]),
-        "level0_mpp": props.mpp,
+        "level0_mpp": props.mpp_level0,
         "level0_width": int(props.level0_width),
         "level0_height": int(props.level0_height),
     }

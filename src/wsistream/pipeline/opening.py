@@ -103,7 +103,7 @@ class SlideOpener:
         # everything detect_slide depends on: the process's pipelines share this cache, and a detector that
         # reads at a physical resolution (ModelTissueDetector) gives another mask for another µm/px
         version = file_version(props.slide_path)
-        key = (props.slide_path, version, props.mpp, repr(self.tissue_detector), self.max_overview_side)
+        key = (props.slide_path, version, props.mpp_level0, repr(self.tissue_detector), self.max_overview_side)
         mask = self.mask_cache.get(key)
         if mask is None:
             mask = self.tissue_detector.detect_slide(handle, props, self.max_overview_side)

@@ -180,11 +180,11 @@ class ModelTissueDetector(TissueDetector):
         level 0 is coarser than ``input_mpp``.
         """
         path, raw = props.slide_path, getattr(handle, "raw_mpp", None)
-        if props.mpp is None:
+        if props.mpp_level0 is None:
             why = f"ModelTissueDetector reads slides at input_mpp={self.input_mpp} µm/px; this one states none"
             raise MissingMppError(path, f"{why} (raw {raw!r}): pass mpp_overrides= or mpp_fallback= to the pipeline")
-        key = self.cache_key(path, props.mpp) if self.cache_dir is not None else ""
-        cache = self.cache_path(path, props.mpp, key)
+        key = self.cache_key(path, props.mpp_level0) if self.cache_dir is not None else ""
+        cache = self.cache_path(path, props.mpp_level0, key)
         if cache is not None and (hit := load_mask(cache, key)) is not None:
             return hit
         image, (dsx, dsy) = read_at_mpp(handle, props, self.input_mpp)
@@ -296,13 +296,14 @@ def read_at_mpp(
     chunks of at most 4096², each area-resized into place: ``round(width0 / d) × round(height0 / d)``
     pixels, ``d = target_mpp / mpp``.
     """
-    if props.mpp is None:
+    if props.mpp_level0 is None:
         raise MissingMppError(props.slide_path, f"reading at {target_mpp} µm/px needs the slide's µm/px")
-    d = target_mpp / props.mpp
+    d = target_mpp / props.mpp_level0
     if d < 1.0 - _LEVEL_TOLERANCE:
         raise ResolutionUnavailableError(
             props.slide_path,
-            f"input_mpp={target_mpp} µm/px is finer than level 0 ({props.mpp} µm/px); pass input_mpp >= {props.mpp}",
+            f"input_mpp={target_mpp} µm/px is finer than level 0 ({props.mpp_level0} µm/px); "
+            f"pass input_mpp >= {props.mpp_level0}",
         )
     width0, height0 = props.level0_width, props.level0_height
     out_w, out_h = max(1, round(width0 / d)), max(1, round(height0 / d))
