@@ -137,3 +137,22 @@ def test_slide_properties_mpp_is_a_deprecated_name_of_mpp_level0(written_20x):
     assert props.mpp_level0 == pytest.approx(0.5) and props.to_dict()["mpp_level0"] == props.mpp_level0
     with pytest.warns(DeprecationWarning, match="renamed mpp_level0"):
         assert props.mpp == props.mpp_level0
+
+
+def test_overview_side_is_one_default_and_thumbnail_size_its_deprecated_name(written_20x):
+    from wsistream.features import DeepZoomTiling, GridTiling
+    from wsistream.tissue import DEFAULT_OVERVIEW_SIDE
+
+    pipe = PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler())
+    assert DEFAULT_OVERVIEW_SIDE == 2048
+    assert pipe.overview_side == DeepZoomTiling().overview_side == GridTiling().overview_side == DEFAULT_OVERVIEW_SIDE
+    with pytest.warns(DeprecationWarning, match="renamed overview_side"):
+        old = PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), thumbnail_size=(512, 300))
+    assert old.overview_side == 512 and old.thumbnail_size is None
+    assert _take(old, 1)[0].coordinate.slide_path == written_20x
+    with pytest.warns(DeprecationWarning, match="max_overview_side is renamed overview_side"):
+        assert old.max_overview_side == 512
+    with pytest.raises(ValueError, match="pass overview_side only"):
+        PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), thumbnail_size=512, overview_side=256)
+    with pytest.raises(ValueError, match="overview_side must be >= 16"):
+        PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), overview_side=8)

@@ -118,7 +118,7 @@ def validate_slide(
         The slide file.
     recipe_pipeline : PatchPipeline
         Its ``backend``, ``mpp_policy``, ``sampler`` (read plan, tissue
-        threshold), ``tissue_detector`` and ``thumbnail_size`` are the settings
+        threshold), ``tissue_detector`` and ``overview_side`` are the settings
         checked, e.g. ``get_recipe("phikon-v2").build([path])``.
     decode_samples : int
         Tiles read at the level (and size) the pipeline reads, preferring
