@@ -70,7 +70,7 @@ def build_pipeline(args: argparse.Namespace, slides: str | list[str]) -> PatchPi
         patches_per_slide=8,
         slide_sampling="random",
         cycle=True,
-        thumbnail_size=512,
+        overview_side=512,
         seed=args.seed,
     )
 

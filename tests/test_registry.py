@@ -16,13 +16,20 @@ from wsistream.registry import (
     BACKENDS,
     ENCODERS,
     MIL_MODELS,
+    RECIPES,
     TISSUE_DETECTORS,
     MissingDependencyError,
     Registry,
 )
 from wsistream.sampling import RandomSampler
 
-ALL = {"backend": BACKENDS, "tissue detector": TISSUE_DETECTORS, "encoder": ENCODERS, "MIL model": MIL_MODELS}
+ALL = {
+    "backend": BACKENDS,
+    "tissue detector": TISSUE_DETECTORS,
+    "encoder": ENCODERS,
+    "MIL model": MIL_MODELS,
+    "recipe": RECIPES,
+}
 ABSENT = "wsistream_test_absent_library"  # a package that is not installed anywhere
 
 
@@ -153,3 +160,25 @@ def test_cli_choices_come_from_the_registry(tmp_path):
     assert TISSUE_DETECTORS.help() in flat(runner.invoke(app, ["tissue", "--help"]).output)
     res = runner.invoke(app, ["tissue", str(tmp_path), "--out", str(tmp_path), "--detector", "nope"])
     assert res.exit_code == 2 and "unknown tissue detector 'nope': pass one of otsu, hsv, clam" in flat(res.output)
+
+
+def test_recipes_are_registry_entries_that_build_their_pipeline(cmu_svs, monkeypatch):
+    from wsistream.recipes import DeviationRow, Recipe, get_recipe, list_recipes, register
+
+    for table in ("_entries", "_keys"):  # the recipe registered below leaves with the test
+        monkeypatch.setattr(RECIPES, table, dict(getattr(RECIPES, table)))
+
+    assert [r.name for r in list_recipes()] == sorted(RECIPES.names()) == ["gpfm", "phikon", "phikon-v2"]
+    assert get_recipe("Phikon_V2") is get_recipe("phikon-v2") is RECIPES.load("PHIKON-V2")
+    pipe = RECIPES.create("phikon-v2", [cmu_svs], pool_size=2)
+    assert isinstance(pipe, PatchPipeline) and pipe.pool_size == 2
+    mine = Recipe(
+        name="house-test-recipe",
+        citation="none",
+        summary="a test recipe",
+        build=lambda slides, **kw: PatchPipeline(slide_paths=slides, sampler=RandomSampler(), **kw),
+        rows=(DeviationRow("all", "-", "-", "Different"),),
+    )
+    assert register(mine) is mine and get_recipe("house_test_recipe") is mine
+    with pytest.raises(ValueError, match="recipe name 'phikon' is already registered"):
+        register(Recipe("phikon", "c", "s", mine.build, ()))

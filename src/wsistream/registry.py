@@ -11,8 +11,8 @@ checked with ``importlib.util.find_spec`` and reported with an install hint). Tw
 * a missing library raises :class:`MissingDependencyError` once, when the entry is loaded, instead
   of one failure per slide later.
 
-The four registries below are the only place the built-in names are written: :data:`BACKENDS`,
-:data:`TISSUE_DETECTORS`, :data:`ENCODERS`, :data:`MIL_MODELS`.
+The five registries below are the only place the built-in names are written: :data:`BACKENDS`,
+:data:`TISSUE_DETECTORS`, :data:`ENCODERS`, :data:`MIL_MODELS`, :data:`RECIPES`.
 
 Example::
 
@@ -262,3 +262,11 @@ MIL_MODELS.register("abmil", "wsistream.mil.abmil:ABMIL", requires=("torch",), i
 MIL_MODELS.register("dsmil", "wsistream.mil.dsmil:DSMIL", requires=("torch",), install=_MIL)
 MIL_MODELS.register("transmil", "wsistream.mil.transmil:TransMIL", requires=("torch",), install=_MIL)
 MIL_MODELS.register("hipt", "wsistream.mil.hiptmil:HIPTMIL", aliases=("hiptmil",), requires=("torch",), install=_MIL)
+
+#: Paper recipes (``wsistream.recipes``): each entry is a :class:`~wsistream.recipes.Recipe`, a
+#: pipeline factory that carries its deviation table; ``create(name, slide_paths, **overrides)`` →
+#: a ``PatchPipeline``. Recipes of your own: ``wsistream.recipes.register(Recipe(...))``.
+RECIPES = Registry("recipe")
+RECIPES.register("phikon-v2", "wsistream.recipes.published:PHIKON_V2")
+RECIPES.register("phikon", "wsistream.recipes.published:PHIKON")
+RECIPES.register("gpfm", "wsistream.recipes.published:GPFM")

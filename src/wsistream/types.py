@@ -42,11 +42,12 @@ class SlideProperties:
         Size of each pyramid level in its own pixels; index 0 is full resolution.
     level_downsamples : tuple of float
         Level-0 pixels per pixel of each level.
-    mpp : float or None
+    mpp_level0 : float or None
         µm per level-0 pixel actually used (slide metadata, or the user's
-        override/fallback); ``None`` when unknown.
+        override/fallback); ``None`` when unknown. Not the µm/px of the
+        patches a pipeline returns (``PatchCoordinate.mpp``, the batch's ``mpp``).
     mpp_source : {"slide", "override", "fallback", "none"}
-        Where ``mpp`` came from, so a run can report slides whose resolution
+        Where ``mpp_level0`` came from, so a run can report slides whose resolution
         was not read from the file.
     objective_power : float or None
         Scanner objective magnification (e.g. 20, 40) when the file states it.
@@ -59,7 +60,7 @@ class SlideProperties:
     slide_path: str
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
-    mpp: float | None
+    mpp_level0: float | None
     mpp_source: MppSource
     objective_power: float | None
     vendor: str
@@ -80,9 +81,19 @@ class SlideProperties:
         """Number of pyramid levels."""
         return len(self.level_dimensions)
 
+    @property
+    def mpp(self) -> float | None:
+        """Deprecated name of :attr:`mpp_level0` (issue 19 item 6: ``mpp`` elsewhere is the output pixels')."""
+        warnings.warn(
+            "SlideProperties.mpp is renamed mpp_level0 (µm per level-0 pixel); the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.mpp_level0
+
     def mpp_at_level(self, level: int) -> float | None:
         """µm/px of pyramid ``level`` (``None`` when the slide's µm/px is unknown)."""
-        return None if self.mpp is None else self.mpp * self.level_downsamples[level]
+        return None if self.mpp_level0 is None else self.mpp_level0 * self.level_downsamples[level]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for logs, manifests and the validate report)."""

@@ -12,7 +12,7 @@ def test_aperio_properties(backend, cmu_svs):
     with backend.open(cmu_svs) as h:
         p = h.properties
         assert p.vendor == "aperio"
-        assert p.mpp == pytest.approx(0.499)
+        assert p.mpp_level0 == pytest.approx(0.499)
         assert p.mpp_source == "slide"
         assert p.objective_power == 20
         assert p.level_dimensions[0] == (2220, 2967)
@@ -22,7 +22,7 @@ def test_aperio_properties(backend, cmu_svs):
 def test_ndpi_properties(backend, shared_slide):
     with backend.open(shared_slide("test3-DAPI-2.ndpi")) as h:
         assert h.properties.vendor == "hamamatsu"
-        assert h.properties.mpp == pytest.approx(0.22817, rel=1e-3)
+        assert h.properties.mpp_level0 == pytest.approx(0.22817, rel=1e-3)
         assert h.properties.level_downsamples[:4] == (1.0, 2.0, 4.0, 8.0)
 
 
@@ -30,7 +30,7 @@ def test_ndpi_properties(backend, shared_slide):
 def test_generic_tiff_72dpi_mpp_is_not_used(backend, shared_slide):
     # boxes.tiff stores the 72-dpi default resolution (352.8 µm/px): implausible, so missing
     with backend.open(shared_slide("boxes.tiff")) as h:
-        assert h.properties.mpp is None
+        assert h.properties.mpp_level0 is None
         assert h.properties.mpp_source == "none"
         assert float(h.raw_mpp) > 300
 

@@ -35,7 +35,7 @@ def test_openslide_backend_opens_the_folder_with_the_library_pixels(cohort):
     with OpenSlideBackend().open(dicom) as handle:
         props = handle.properties
         assert handle.slide_path == str(dicom)  # failures and feature files name the folder
-        assert props.level_dimensions[0] == (16, 16) and props.mpp == pytest.approx(0.499)
+        assert props.level_dimensions[0] == (16, 16) and props.mpp_level0 == pytest.approx(0.499)
         got = handle.read_region(0, 0, 0, (16, 16))
     osr = openslide.OpenSlide(str(dicom / "boxes_0.dcm"))
     want = np.asarray(osr.read_region((0, 0), 0, (16, 16)).convert("RGB"))

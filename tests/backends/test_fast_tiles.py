@@ -292,7 +292,7 @@ class _FastHandle(SlideHandle):
             slide_path=path,
             level_dimensions=tuple(dims),
             level_downsamples=tuple(dss),
-            mpp=0.5,
+            mpp_level0=0.5,
             mpp_source="slide",
             objective_power=20.0,
             vendor="aperio",

@@ -37,9 +37,9 @@ def test_ome_physical_size(tmp_path: Path, backend, meta, expected):
         props = handle.properties
     assert props.level_dimensions[0] == (640, 512)
     if expected is None:
-        assert props.mpp is None and props.mpp_source == "none"
+        assert props.mpp_level0 is None and props.mpp_source == "none"
     else:
-        assert props.mpp == pytest.approx(expected) and props.mpp_source == "slide"
+        assert props.mpp_level0 == pytest.approx(expected) and props.mpp_source == "slide"
 
 
 def test_parse_units_and_garbage():

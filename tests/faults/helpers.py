@@ -41,7 +41,7 @@ def make_pipe(slides: Sequence[str], mode: str = "grid", **kw: Any) -> PatchPipe
     kw.setdefault("sampler", sampler_for(mode))
     kw.setdefault("patches_per_slide", -1 if mode == "grid" else PATCHES_PER_SLIDE)
     kw.setdefault("pool_size", 2)
-    kw.setdefault("thumbnail_size", 512)
+    kw.setdefault("overview_side", 512)
     kw.setdefault("seed", 0)
     return PatchPipeline(slide_paths=list(slides), **kw)
 

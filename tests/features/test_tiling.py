@@ -116,10 +116,10 @@ def test_unusable_slides_raise_named_errors(feat_slides):
         with pytest.raises(NoTissueError, match=r"c-blank.svs.*grid tile"):
             GridTiling().tiles(handle)
     with backend.open(feat_slides["20x"]) as handle:
-        no_mpp = dataclasses.replace(handle.properties, mpp=None, mpp_source="none")
+        no_mpp = dataclasses.replace(handle.properties, mpp_level0=None, mpp_source="none")
         with pytest.raises(MissingMppError, match=r"b20x.svs"):
             DeepZoomTiling().tiles(handle, no_mpp)
-        odd = dataclasses.replace(handle.properties, mpp=0.35)  # DeepZoom levels at 0.35 and 0.70 µm/px
+        odd = dataclasses.replace(handle.properties, mpp_level0=0.35)  # DeepZoom levels at 0.35 and 0.70 µm/px
         with pytest.raises(ResolutionUnavailableError, match=r"no DeepZoom level is within 10%"):
             DeepZoomTiling().tiles(handle, odd)
 

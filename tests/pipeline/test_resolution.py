@@ -38,7 +38,7 @@ def test_40x_slide_at_0p5_mpp_gives_444_level0_pixels_per_224_patch(backend, syn
         assert (c.level, c.read_size, c.patch_size) == (0, 444, 224)
         assert abs(c.mpp - 0.5) / 0.5 < 0.02
         assert c.footprint_level0 == 444
-        assert r.slide_metadata.properties.mpp == pytest.approx(0.252)
+        assert r.slide_metadata.properties.mpp_level0 == pytest.approx(0.252)
         assert r.slide_metadata.mpp_source == "slide"
     # the coordinate is enough to re-read exactly the same pixels
     with backend.open(synthetic_40x_svs) as h:
@@ -129,3 +129,30 @@ def test_level0_footprint_is_a_deprecated_name_of_footprint_level0():
     assert c.footprint_level0 == 444.0
     with pytest.warns(DeprecationWarning, match="renamed footprint_level0"):
         assert c.level0_footprint == 444.0
+
+
+def test_slide_properties_mpp_is_a_deprecated_name_of_mpp_level0(written_20x):
+    with OpenSlideBackend().open(written_20x) as handle:
+        props = handle.properties
+    assert props.mpp_level0 == pytest.approx(0.5) and props.to_dict()["mpp_level0"] == props.mpp_level0
+    with pytest.warns(DeprecationWarning, match="renamed mpp_level0"):
+        assert props.mpp == props.mpp_level0
+
+
+def test_overview_side_is_one_default_and_thumbnail_size_its_deprecated_name(written_20x):
+    from wsistream.features import DeepZoomTiling, GridTiling
+    from wsistream.tissue import DEFAULT_OVERVIEW_SIDE
+
+    pipe = PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler())
+    assert DEFAULT_OVERVIEW_SIDE == 2048
+    assert pipe.overview_side == DeepZoomTiling().overview_side == GridTiling().overview_side == DEFAULT_OVERVIEW_SIDE
+    with pytest.warns(DeprecationWarning, match="renamed overview_side"):
+        old = PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), thumbnail_size=(512, 300))
+    assert old.overview_side == 512 and old.thumbnail_size is None
+    assert _take(old, 1)[0].coordinate.slide_path == written_20x
+    with pytest.warns(DeprecationWarning, match="max_overview_side is renamed overview_side"):
+        assert old.max_overview_side == 512
+    with pytest.raises(ValueError, match="pass overview_side only"):
+        PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), thumbnail_size=512, overview_side=256)
+    with pytest.raises(ValueError, match="overview_side must be >= 16"):
+        PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), overview_side=8)

@@ -54,6 +54,6 @@ def test_preview_exports_the_mask_it_shows_as_geojson(tmp_path, cmu_svs):
     with OpenSlideBackend().open(cmu_svs) as handle:
         props = pipeline.mpp_policy.apply(handle.properties)
         shown = pipeline.tissue_mask(handle, props)
-        back = GeoJSONTissueDetector(str(out)).detect_slide(handle, props, pipeline.max_overview_side)
+        back = GeoJSONTissueDetector(str(out)).detect_slide(handle, props, pipeline.overview_side)
     assert back.mask.shape == shown.mask.shape
     assert (back.mask == shown.mask).mean() > 0.99 and shown.mask.any()

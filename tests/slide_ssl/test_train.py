@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
+from wsistream.slide_ssl.checkpoint import CHECKPOINT, ENCODER, PretrainError
 from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.objective import SSLModel
 from wsistream.slide_ssl.probe import load_slide_encoder
-from wsistream.slide_ssl.train import CHECKPOINT, ENCODER, PretrainError, pretrain
+from wsistream.slide_ssl.train import pretrain
 
 
 @pytest.mark.parametrize("method", ["dinov2", "dino"])

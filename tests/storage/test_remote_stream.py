@@ -77,7 +77,7 @@ def test_grid_pass_through_two_dataloader_workers_matches_local(s3_slides, stora
             backend=backend,
             pool_size=1,
             patches_per_slide=-1,
-            thumbnail_size=256,
+            overview_side=256,
         )
         loader = make_loader(WsiStreamDataset(pipeline), batch_size=8, num_workers=2)
         out = set()

@@ -133,7 +133,7 @@ def test_disk_cache_is_reused_without_loading_the_model(weights, written_20x, tm
     assert PixelNet.calls > calls
     assert [p.suffix for p in tmp_path.iterdir()] == [".npz"]  # one mask, no temp files left
     with OpenSlideBackend().open(written_20x) as handle:
-        assert first.cache_path(written_20x, handle.properties.mpp).exists()
+        assert first.cache_path(written_20x, handle.properties.mpp_level0).exists()
     # a fresh copy, as a DataLoader worker under spawn receives it
     other = pickle.loads(pickle.dumps(ModelTissueDetector(PixelNet, weights=weights, cache_dir=tmp_path)))
     calls, builds = PixelNet.calls, PixelNet.builds

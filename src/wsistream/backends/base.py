@@ -80,7 +80,7 @@ def properties_from(
         slide_path=slide_path,
         level_dimensions=tuple((int(w), int(h)) for w, h in level_dimensions),
         level_downsamples=tuple(float(d) for d in level_downsamples),
-        mpp=mpp,
+        mpp_level0=mpp,
         mpp_source="slide" if mpp is not None else "none",
         objective_power=plausible_objective(objective),
         vendor=str(props.get(f"{prefix}.vendor") or "unknown"),

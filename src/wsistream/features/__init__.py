@@ -38,13 +38,13 @@ _LAZY = {
     "ClaimConfig": "claims",
     "SlideClaims": "claims",
     "cluster_rank_world": "claims",
-    "CohortReport": "cohort",
-    "SlideRecord": "cohort",
+    "CohortReport": "manifest",
+    "SlideRecord": "manifest",
     "dist_rank_world": "cohort",
     "extract_cohort": "cohort",
-    "read_manifest": "cohort",
+    "read_manifest": "manifest",
     "shard": "cohort",
-    "slide_output": "cohort",
+    "slide_output": "manifest",
     "SlideTileDataset": "dataset",
     "TileImageDataset": "dataset",
     "list_tile_images": "dataset",
@@ -79,15 +79,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from wsistream.features.bench import ThroughputReport, benchmark_throughput
     from wsistream.features.claims import ClaimConfig, SlideClaims, cluster_rank_world
-    from wsistream.features.cohort import (
-        CohortReport,
-        SlideRecord,
-        dist_rank_world,
-        extract_cohort,
-        read_manifest,
-        shard,
-        slide_output,
-    )
+    from wsistream.features.cohort import dist_rank_world, extract_cohort, shard
     from wsistream.features.dataset import SlideTileDataset, TileImageDataset, list_tile_images
     from wsistream.features.encoders import (
         IMAGENET_MEAN,
@@ -111,6 +103,7 @@ if TYPE_CHECKING:
     )
     from wsistream.features.ibot import convert_ibot_checkpoint, load_ibot_vit, read_ibot_checkpoint
     from wsistream.features.lanczos import lanczos_thumbnail, render_batch
+    from wsistream.features.manifest import CohortReport, SlideRecord, read_manifest, slide_output
     from wsistream.features.reader import TileReader, grid_batches
     from wsistream.features.tiling import DeepZoomTiling, GridTiling, TileSet
 

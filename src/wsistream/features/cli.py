@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -19,7 +19,9 @@ from wsistream.registry import BACKENDS, ENCODERS, MissingDependencyError
 if TYPE_CHECKING:
     from wsistream.features.encoders import Encoder
     from wsistream.features.extract import ExtractionConfig, ResizeWhere
+    from wsistream.features.manifest import CohortReport
     from wsistream.features.tiling import DeepZoomTiling, GridTiling
+    from wsistream.pipeline.mpp import MppPolicy
 
 app = typer.Typer(help="Tile feature extraction with pretrained encoders.", no_args_is_help=True, add_completion=False)
 
@@ -157,17 +159,10 @@ def extract(
     """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
     from wsistream.features.claims import ClaimConfig
     from wsistream.features.cohort import extract_cohort
-    from wsistream.pipeline.mpp import MppPolicy
-    from wsistream.pipeline.paths import resolve_slide_paths
     from wsistream.storage.urls import url_backend_name
 
-    paths = [p for spec in slides for p in resolve_slide_paths(spec)]
-    if not paths:
-        raise _fail(f"no slides match {slides}")
-    try:
-        policy = MppPolicy.build(mpp_overrides, mpp_fallback) if (mpp_overrides or mpp_fallback) else None
-    except (OSError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    paths = _slide_paths(slides)
+    policy = _mpp_policy(mpp_overrides, mpp_fallback)
     enc, tiler, config = _build(
         encoder,
         weights,
@@ -204,6 +199,30 @@ def extract(
         )
     except (ValueError, WsiStreamError, MissingDependencyError) as exc:
         raise _fail(str(exc)) from exc
+    _exit_with(report)
+
+
+def _slide_paths(slides: list[str]) -> list[str]:
+    """Every slide the ``--slides`` specs name; none is exit code 2."""
+    from wsistream.pipeline.paths import resolve_slide_paths
+
+    paths = [p for spec in slides for p in resolve_slide_paths(spec)]
+    if not paths:
+        raise _fail(f"no slides match {slides}")
+    return paths
+
+
+def _mpp_policy(mpp_overrides: Path | None, mpp_fallback: float | None) -> MppPolicy | None:
+    from wsistream.pipeline.mpp import MppPolicy
+
+    try:
+        return MppPolicy.build(mpp_overrides, mpp_fallback) if (mpp_overrides or mpp_fallback) else None
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _exit_with(report: CohortReport) -> NoReturn:
+    """Print the summary and each failed slide; exit 0 when every slide finished, else 1."""
     typer.echo(report.summary())
     for rec in report.failed:
         typer.secho(f"failed: {rec.slide}: {rec.error}", err=True, fg=typer.colors.YELLOW)
@@ -278,8 +297,8 @@ def extract_tiles(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a finished dataset.")] = False,
 ) -> None:
     """Encode a folder of tile images into tile_features.npy / tile_ids.npy (HistoSSLscaling layout)."""
-    from wsistream.features.cohort import ensure_writable
     from wsistream.features.extract import extract_tile_dataset
+    from wsistream.features.manifest import ensure_writable
 
     target = out / (extractor_name or encoder) / (dataset or tiles.name)
     if not overwrite and (target / "tile_features.npy").is_file():

@@ -20,7 +20,7 @@ from wsistream.errors import NoTissueError
 from wsistream.sampling.deepzoom_grid import DeepZoomGrid
 from wsistream.sampling.grid import GridSampler
 from wsistream.sampling.plan import DEFAULT_MPP_TOLERANCE, plan_read
-from wsistream.tissue.base import TissueDetector, TissueMask
+from wsistream.tissue.base import DEFAULT_OVERVIEW_SIDE, TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
 from wsistream.types import SlideProperties
 
@@ -136,7 +136,7 @@ def _geometry_attrs(props: SlideProperties, level: int, side_level0: int, read_w
         "patch_size_level0": int(side_level0),
         "read_size": int(np.max(read_w)) if len(read_w) else 0,
         "level_downsample": float(props.level_downsamples[level]),
-        "level0_mpp": props.mpp,
+        "level0_mpp": props.mpp_level0,
         "level0_width": int(props.level0_width),
         "level0_height": int(props.level0_height),
     }
@@ -176,7 +176,8 @@ class DeepZoomTiling:
     tissue_detector : TissueDetector
         Tissue detector run on the overview.
     overview_side : int
-        Longest side of the overview used for tissue detection.
+        Longest side of the overview used for tissue detection (default
+        :data:`~wsistream.tissue.DEFAULT_OVERVIEW_SIDE`, as ``PatchPipeline``).
     """
 
     tile_size: int = 224
@@ -188,7 +189,7 @@ class DeepZoomTiling:
     seed: int = 0
     random_sampling: bool = True
     tissue_detector: TissueDetector = field(default_factory=OtsuTissueDetector)
-    overview_side: int = 2048
+    overview_side: int = DEFAULT_OVERVIEW_SIDE
 
     name: ClassVar[str] = "deepzoom"
 
@@ -299,7 +300,7 @@ class GridTiling:
     seed: int = 0
     random_sampling: bool = True
     tissue_detector: TissueDetector = field(default_factory=OtsuTissueDetector)
-    overview_side: int = 2048
+    overview_side: int = DEFAULT_OVERVIEW_SIDE
 
     name: ClassVar[str] = "grid"
 

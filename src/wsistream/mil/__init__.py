@@ -58,8 +58,8 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "train",
     "fit": "train",
     "predict": "train",
-    "CVResult": "cv",
-    "FoldResult": "cv",
+    "CVResult": "cv_results",
+    "FoldResult": "cv_results",
     "NestedCVConfig": "cv",
     "grouped_folds": "splits",
     "make_splits": "splits",
@@ -120,7 +120,8 @@ if TYPE_CHECKING:
     from wsistream.mil.abmil import ABMIL
     from wsistream.mil.blocks import count_parameters
     from wsistream.mil.chowder import Chowder
-    from wsistream.mil.cv import CVResult, FoldResult, NestedCVConfig, nested_cross_validation
+    from wsistream.mil.cv import NestedCVConfig, nested_cross_validation
+    from wsistream.mil.cv_results import CVResult, FoldResult
     from wsistream.mil.data import SlideCohort, discover_features, load_cohort, make_cohort
     from wsistream.mil.dsmil import DSMIL
     from wsistream.mil.hiptmil import HIPTMIL

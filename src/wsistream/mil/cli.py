@@ -8,16 +8,19 @@ scikit-learn) happen inside the commands so that ``--help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from wsistream.mil.cv_run import CohortColumns, CvRun, console, print_cv_result
 from wsistream.registry import MIL_MODELS
 
+if TYPE_CHECKING:  # the commands import torch and scikit-learn lazily, so --help stays fast
+    from wsistream.eval.linear import LinearEvalResult
+
 app = typer.Typer(help="Slide-level MIL benchmark and tile-level linear evaluation (HistoSSLscaling protocol).")
-console = Console(stderr=True)
 
 _TASKS = ("binary", "multiclass", "survival")
 
@@ -32,16 +35,6 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _print_records(records: Any, what: str, attr: str) -> None:
-    if not records:
-        return
-    console.print(f"[yellow]{len(records)} slide(s) {what}:[/yellow]")
-    for e in list(records)[:20]:
-        console.print(f"  - {e.slide_id}: {getattr(e, attr)}")
-    if len(records) > 20:
-        console.print(f"  ... and {len(records) - 20} more (see cv_results.json)")
-
-
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -50,25 +43,6 @@ def _resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise typer.BadParameter(f"--device {device}: no CUDA device is available; pass --device cpu")
     return device
-
-
-def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
-    """``["attention=nystrom", "num_landmarks=128"]`` -> ``{"attention": "nystrom", "num_landmarks": 128}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise typer.BadParameter(f"--model-arg {pair!r}: pass KEY=VALUE, e.g. attention=nystrom")
-        value: Any = {"true": True, "false": False, "none": None}.get(text.lower(), text)
-        if isinstance(value, str):
-            for convert in (int, float):
-                try:
-                    value = convert(text)
-                    break
-                except ValueError:
-                    continue
-        out[key] = value
-    return out
 
 
 @app.command("mil-cv")
@@ -131,12 +105,7 @@ def mil_cv(
         model = MIL_MODELS.canonical(model)
     except ValueError as exc:
         raise typer.BadParameter(f"--model: {exc}") from exc
-    from tqdm import tqdm
-
-    from wsistream.errors import WsiStreamError
-    from wsistream.mil.cv import NestedCVConfig, nested_cross_validation
-    from wsistream.mil.data import load_cohort
-    from wsistream.mil.report import write_report
+    from wsistream.mil.cv import NestedCVConfig
     from wsistream.mil.screen import CohortOptions
 
     try:
@@ -166,62 +135,18 @@ def mil_cv(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    bars: list[Any] = []
-
-    def progress(fold: int, total: int) -> Any:
-        if bars:
-            bars[-1].close()
-        bars.append(tqdm(total=total, desc=f"fold {fold}/{outer_folds * repeats}", unit="epoch", leave=True))
-        return bars[-1].update
-
-    try:
-        cohort = load_cohort(
-            features,
-            labels,
-            task,
-            patient_column=patient_column or None,
-            label_column=label_column,
-            time_column=time_column or None,
-            event_column=event_column or None,
-            options=options,
-        )
-        console.print(
-            f"cohort: {cohort.n_slides} slides, {cohort.n_patients} patients, d={cohort.dim}, task={task}"
-            + (f", classes={list(cohort.class_names)}" if cohort.class_names else "")
-            + f"; features {'in memory' if cohort.in_memory else 'read from disk per batch'}"
-        )
-        console.print(f"protocol {cfg.protocol}: tile sampling {cfg.sampling!r}, n_tiles={cfg.n_tiles}")
-        for key, dev in cfg.deviations().items():
-            console.print(f"  [yellow]deviation: {key}={dev['value']} (protocol: {dev['protocol']})[/yellow]")
-        _print_records(cohort.exclusions, "excluded", "reason")
-        _print_records(cohort.notices, "with a notice", "message")
-        result = nested_cross_validation(
-            cohort, model, cfg, corrected=corrected, model_kwargs=_model_kwargs(model_arg or []), progress=progress
-        )
-    except WsiStreamError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from exc
-    finally:
-        for b in bars:
-            b.close()
-    paths = write_report(result, out)
-    table = Table(title=f"{result.model} - {task}: outer test {result.metric_name}")
-    for col in ("repeat", "fold", result.metric_name, "lr", "wd", "epochs", f"inner {result.metric_name}"):
-        table.add_column(col)
-    for f in result.folds:
-        table.add_row(
-            f"{f.repeat} (split seed {f.split_seed})",
-            str(f.fold),
-            f"{f.metric:.3f}",
-            f"{f.learning_rate:g}",
-            f"{f.weight_decay:g}",
-            str(f.epochs),
-            f"{f.inner_metric:.3f}",
-        )
-    Console().print(table)
-    Console().print(f"[bold]{result.summary()}[/bold]")
-    for key, p in paths.items():
-        console.print(f"  {key}: {p}")
+    run = CvRun(
+        features=features,
+        labels=labels,
+        task=task,
+        model=model,
+        columns=CohortColumns(label_column, patient_column, time_column, event_column),
+        corrected=corrected,
+        model_arg=tuple(model_arg or ()),
+        cfg=cfg,
+        options=options,
+    )
+    print_cv_result(run.execute(), out, task)
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -329,7 +254,10 @@ def linear_eval(
     extra = {"dropped": {"train": tr.dropped, "test": te.dropped}, "preset": preset or None}
     if preset == "camelyon17-wilds":
         extra["centers"] = {"train": list(centers[0]), "test": list(centers[1])}
-    paths = write_linear_report(result, out, extra=extra)
+    _print_linear_result(result, write_linear_report(result, out, extra=extra))
+
+
+def _print_linear_result(result: LinearEvalResult, paths: dict[str, Path]) -> None:
     table = Table(title="linear evaluation (test set)")
     for col in ("fraction", "n ok", "AUC", "acc", "F1"):
         table.add_column(col)

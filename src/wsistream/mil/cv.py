@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from wsistream.mil.data import Exclusion, FoldError, Notice, SlideCohort
+from wsistream.mil.cv_results import CVResult, FoldResult
+from wsistream.mil.data import FoldError, SlideCohort
 from wsistream.mil.objectives import METRIC_NAME
 from wsistream.mil.protocols import DEFAULT_PROTOCOL, get_protocol
 from wsistream.mil.registry import DEFAULT_BATCH_SIZE, build_model, canonical_model_name
@@ -171,83 +172,6 @@ class NestedCVConfig:
             tile_sampling=self.sampling,
             device=self.device,
         )
-
-
-@dataclass(frozen=True, eq=False)
-class FoldResult:
-    """One outer fold: the selected hyper-parameters and the test performance."""
-
-    fold: int
-    metric: float
-    train_metric: float
-    learning_rate: float
-    weight_decay: float
-    epochs: int
-    inner_metric: float
-    grid: tuple[dict[str, float], ...]
-    test_metric_per_epoch: tuple[float, ...]
-    test_slide_ids: tuple[str, ...]
-    test_patient_ids: tuple[str, ...]
-    test_labels: np.ndarray
-    test_scores: np.ndarray
-    n_train: int
-    repeat: int = 1
-    split_seed: int = 0
-
-
-@dataclass(frozen=True, eq=False)
-class CVResult:
-    """Outcome of :func:`nested_cross_validation`: every outer fold of every repeat."""
-
-    task: str
-    model: str
-    metric_name: str
-    folds: tuple[FoldResult, ...]
-    config: dict[str, Any]
-    n_slides: int
-    n_patients: int
-    class_names: tuple[str, ...] = ()
-    exclusions: tuple[Exclusion, ...] = field(default=())
-    notices: tuple[Notice, ...] = field(default=())
-
-    @property
-    def metrics(self) -> np.ndarray:
-        """Outer test metric per fold (all repeats, in order)."""
-        return np.asarray([f.metric for f in self.folds])
-
-    @property
-    def mean(self) -> float:
-        """Mean outer test metric over all folds of all repeats (the reference's pooled mean)."""
-        return float(np.mean(self.metrics))
-
-    @property
-    def std(self) -> float:
-        """Population standard deviation over all folds (``np.std``, as the reference)."""
-        return float(np.std(self.metrics))
-
-    @property
-    def n_repeats(self) -> int:
-        """Number of repeats (split seeds)."""
-        return len({f.repeat for f in self.folds})
-
-    @property
-    def repeat_means(self) -> np.ndarray:
-        """Mean outer test metric of each repeat."""
-        reps = sorted({f.repeat for f in self.folds})
-        return np.asarray([np.mean([f.metric for f in self.folds if f.repeat == r]) for r in reps])
-
-    def summary(self) -> str:
-        """One line: ``model task: metric mean ± std over k folds`` (+ the spread of repeat means)."""
-        n_folds = len(self.folds) // self.n_repeats
-        over = f"{n_folds} outer folds" if self.n_repeats == 1 else f"{self.n_repeats} repeats x {n_folds} folds"
-        text = (
-            f"{self.model} {self.task}: {self.metric_name} {self.mean:.3f} ± {self.std:.3f} "
-            f"over {over} ({self.n_slides} slides, {self.n_patients} patients)"
-        )
-        if self.n_repeats > 1:
-            rm = self.repeat_means
-            text += f"; mean of repeats {np.mean(rm):.3f} ± {np.std(rm):.3f}"
-        return text
 
 
 def _best_epoch(mean_curve: np.ndarray, rule: str) -> tuple[int, float]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from wsistream.mil.cv import CVResult
+from wsistream.mil.cv_results import CVResult
 from wsistream.mil.protocols import get_protocol
 
 

@@ -60,9 +60,9 @@ class MppPolicy:
         path = Path(props.slide_path)
         for key in (props.slide_path, path.name, path.stem):
             if key in self.overrides:
-                return dataclasses.replace(props, mpp=float(self.overrides[key]), mpp_source="override")
-        if props.mpp is not None:
+                return dataclasses.replace(props, mpp_level0=float(self.overrides[key]), mpp_source="override")
+        if props.mpp_level0 is not None:
             return props
         if self.fallback is not None:
-            return dataclasses.replace(props, mpp=float(self.fallback), mpp_source="fallback")
+            return dataclasses.replace(props, mpp_level0=float(self.fallback), mpp_source="fallback")
         return props

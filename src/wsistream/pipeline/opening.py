@@ -51,8 +51,8 @@ class SlideOpener:
         The pipeline's components (``PatchPipeline`` documents them).
     mask_cache
         The process's mask LRU (:func:`~wsistream.pipeline.cache.process_mask_cache`).
-    max_overview_side
-        Longest overview side for tissue detection (``PatchPipeline.thumbnail_size``).
+    overview_side
+        Longest overview side for tissue detection (``PatchPipeline.overview_side``).
     replacement, patches_per_slide, seed
         How positions are drawn (``"without_replacement"`` walks a seeded tile
         permutation that continues across visits) and the root seed.
@@ -66,7 +66,7 @@ class SlideOpener:
     mpp_policy: MppPolicy
     dataset_adapter: DatasetAdapter | None
     mask_cache: MaskCache
-    max_overview_side: int
+    overview_side: int
     replacement: Literal["with_replacement", "without_replacement"]
     patches_per_slide: int
     seed: int
@@ -103,10 +103,10 @@ class SlideOpener:
         # everything detect_slide depends on: the process's pipelines share this cache, and a detector that
         # reads at a physical resolution (ModelTissueDetector) gives another mask for another µm/px
         version = file_version(props.slide_path)
-        key = (props.slide_path, version, props.mpp, repr(self.tissue_detector), self.max_overview_side)
+        key = (props.slide_path, version, props.mpp_level0, repr(self.tissue_detector), self.overview_side)
         mask = self.mask_cache.get(key)
         if mask is None:
-            mask = self.tissue_detector.detect_slide(handle, props, self.max_overview_side)
+            mask = self.tissue_detector.detect_slide(handle, props, self.overview_side)
             self.mask_cache.put(key, mask)
         return mask
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from wsistream.sampling.base import PatchSampler, Position
 from wsistream.sampling.grid import GridSampler
 from wsistream.sampling.random import RandomSampler
 from wsistream.storage.urls import is_url
-from wsistream.tissue.base import TissueDetector, TissueMask
+from wsistream.tissue.base import DEFAULT_OVERVIEW_SIDE, TissueDetector, TissueMask
 from wsistream.tissue.otsu import OtsuTissueDetector
 from wsistream.types import FailureRecord, PatchResult, SlideProperties
 
@@ -91,12 +92,16 @@ class PatchPipeline:
         Applied once to the patch before the views are cropped from it.
     dataset_adapter : DatasetAdapter, optional
         Fills ``slide_metadata`` (dataset name, patient id) from the path.
-    thumbnail_size : int or (int, int)
-        Longest side of the overview used for tissue detection. Default 1024:
-        read from the coarsest pyramid level at least 0.45 × that size (on an
-        8000² slide with levels 1/4/16, level 2 = 500², a 7 ms read), a mask
-        cell is then 16 level-0 px there, 1/14 of a 224-px patch at 0.5 µm/px
-        (CLAM segments at a downsample of ~64).
+    overview_side : int
+        Longest side of the overview used for tissue detection. Default
+        :data:`~wsistream.tissue.DEFAULT_OVERVIEW_SIDE` (2048), the same as the
+        feature tilings and ``wsistream tissue``: read from the coarsest pyramid
+        level at least 0.45 × that size (on an 8000² slide with levels 1/4/16,
+        level 1 = 2000², a mask cell of 4 level-0 px, 1/56 of a 224-px patch at
+        0.5 µm/px; CLAM segments at a downsample of ~64).
+    thumbnail_size : int or (int, int), optional
+        Deprecated name of ``overview_side`` (its longest side is used), with a
+        ``DeprecationWarning``; passing both is an error.
     tissue_mask_cache_size : int
         Masks kept in an LRU shared by the pipelines of this process (the per-pass
         copies ``WsiStreamDataset`` makes included) for slides that are reopened;
@@ -140,7 +145,8 @@ class PatchPipeline:
     transforms: PatchTransform | Sequence[PatchTransform] | None = None
     shared_transforms: PatchTransform | Sequence[PatchTransform] | None = None
     dataset_adapter: DatasetAdapter | None = None
-    thumbnail_size: int | tuple[int, int] = 1024
+    overview_side: int = DEFAULT_OVERVIEW_SIDE
+    thumbnail_size: int | tuple[int, int] | None = None
     tissue_mask_cache_size: int = 16
     pool_size: int = 8
     patches_per_slide: int = 100
@@ -159,6 +165,7 @@ class PatchPipeline:
     stats: PipelineStats = field(default_factory=PipelineStats, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._take_thumbnail_size()
         check_schedule(
             self.pool_size, self.patches_per_slide, self.patches_per_visit, self.max_read_errors, self.slide_sampling
         )
@@ -179,7 +186,7 @@ class PatchPipeline:
             mpp_policy=self.mpp_policy,
             dataset_adapter=self.dataset_adapter,
             mask_cache=process_mask_cache(self.tissue_mask_cache_size),
-            max_overview_side=self.max_overview_side,
+            overview_side=self.overview_side,
             replacement=self.replacement,
             patches_per_slide=self.patches_per_slide,
             seed=self.seed_used,
@@ -203,8 +210,8 @@ class PatchPipeline:
             )
         if not isinstance(self.tissue_detector, TissueDetector):
             raise TypeError(f"tissue_detector must be a TissueDetector, got {type(self.tissue_detector).__name__}")
-        if self.max_overview_side < 16:
-            raise ValueError(f"thumbnail_size must be >= 16 pixels, got {self.thumbnail_size}")
+        if self.overview_side < 16:
+            raise ValueError(f"overview_side must be >= 16 pixels, got {self.overview_side}")
         if not self.cycle and not self.sampler.finite and self.patches_per_slide == -1:
             num = getattr(self.sampler, "num_patches", -1)
             if num == -1:
@@ -212,6 +219,25 @@ class PatchPipeline:
                     "an endless sampler (num_patches=-1) with patches_per_slide=-1 never moves past the first "
                     "pool; pass patches_per_slide=N or a finite num_patches"
                 )
+
+    def _take_thumbnail_size(self) -> None:
+        """Move a deprecated ``thumbnail_size`` into ``overview_side`` (issue 19 item 6: one name, one default)."""
+        if self.thumbnail_size is None:
+            return
+        if self.overview_side != DEFAULT_OVERVIEW_SIDE:
+            raise ValueError(
+                f"thumbnail_size={self.thumbnail_size!r} and overview_side={self.overview_side}: "
+                "pass overview_side only (thumbnail_size is its deprecated name)"
+            )
+        warnings.warn(
+            "PatchPipeline(thumbnail_size=...) is renamed overview_side (an int: the longest side); "
+            "the old name will be removed",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        size = self.thumbnail_size
+        self.overview_side = int(max(size)) if isinstance(size, (tuple, list)) else int(size)
+        self.thumbnail_size = None
 
     def _check_slides(self) -> None:
         """The slide list resolves to at least one slide, and URLs only go to a backend that reads them."""
@@ -247,9 +273,13 @@ class PatchPipeline:
 
     @property
     def max_overview_side(self) -> int:
-        """Longest overview side in pixels (``thumbnail_size`` as an int)."""
-        size = self.thumbnail_size
-        return int(max(size)) if isinstance(size, (tuple, list)) else int(size)
+        """Deprecated name of :attr:`overview_side`."""
+        warnings.warn(
+            "PatchPipeline.max_overview_side is renamed overview_side; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.overview_side
 
     def stream_spec(self) -> StreamSpec:
         """The scheduling part of this config, as the stream takes it."""
@@ -299,7 +329,7 @@ class PatchPipeline:
 
     def preopen(self, paths: list[str]) -> None:
         """Let the backend start opening ``paths`` (remote backends open them in background threads)."""
-        self.backend.preopen(paths, overview_side=self.max_overview_side)
+        self.backend.preopen(paths, overview_side=self.overview_side)
 
     def tissue_mask(self, handle: SlideHandle, props: SlideProperties) -> TissueMask:
         """The slide's mask, from the process's LRU or computed from the overview."""

@@ -118,7 +118,7 @@ def validate_slide(
         The slide file.
     recipe_pipeline : PatchPipeline
         Its ``backend``, ``mpp_policy``, ``sampler`` (read plan, tissue
-        threshold), ``tissue_detector`` and ``thumbnail_size`` are the settings
+        threshold), ``tissue_detector`` and ``overview_side`` are the settings
         checked, e.g. ``get_recipe("phikon-v2").build([path])``.
     decode_samples : int
         Tiles read at the level (and size) the pipeline reads, preferring
@@ -231,7 +231,7 @@ def _fill_properties(row: dict[str, Any], handle: SlideHandle, props: SlidePrope
         level_count=props.level_count,
         level_dimensions=[list(d) for d in props.level_dimensions],
         level_downsamples=[round(d, 4) for d in props.level_downsamples],
-        mpp=props.mpp,
+        mpp=props.mpp_level0,
         mpp_raw=None if handle.raw_mpp is None else str(handle.raw_mpp),
         mpp_source=props.mpp_source,
         objective_power=props.objective_power,
@@ -264,11 +264,15 @@ def _check_plan(row: dict[str, Any], pipe: PatchPipeline, props: SlideProperties
         delivered_mpp=None if plan.mpp is None else round(plan.mpp, 5),
         resampling=f"level {plan.level}, {how}",
     )
-    if props.mpp is None:
+    if props.mpp_level0 is None:
         add_problem(row, "plan", "warning", "MissingMpp", f"{_mpp_reason(raw_mpp)}; patches will carry mpp=None")
     elif props.mpp_source == "fallback":
         add_problem(
-            row, "plan", "warning", "MppFallback", f"{_mpp_reason(raw_mpp)}; using mpp_fallback={props.mpp} µm/px"
+            row,
+            "plan",
+            "warning",
+            "MppFallback",
+            f"{_mpp_reason(raw_mpp)}; using mpp_fallback={props.mpp_level0} µm/px",
         )
     return plan
 

@@ -65,7 +65,7 @@ def _slide_panel(
         raise RuntimeError(f"{slide}: nothing to preview ({reason})")
     with pipeline.backend.open(slide) as handle:
         props = pipeline.mpp_policy.apply(handle.properties)
-        overview, (dsx, dsy) = handle.read_overview(min(pipeline.max_overview_side, 1600))
+        overview, (dsx, dsy) = handle.read_overview(min(pipeline.overview_side, 1600))
         mask = pipeline.tissue_mask(handle, props)
     if geojson_dir is not None:
         from wsistream.tissue.geojson import write_geojson

@@ -1,5 +1,10 @@
 """Recipes: a published pipeline as a function plus its deviation table, as data.
 
+A :class:`Recipe` is the factory its :data:`wsistream.registry.RECIPES` entry names (calling it builds
+the pipeline), so recipes are looked up like every other named component: case, ``-`` and ``_``
+do not matter, an unknown name lists the valid ones, and the module holding the built-in recipes
+is imported on first use.
+
 Every row of a table says what the paper did, what we do, and how well it
 matches.  ``Exact`` rows name the test that proves them (``tests/...::name``);
 a test checks that every named proof exists, and ``docs/recipes.md`` is
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from wsistream.pipeline import PatchPipeline
+from wsistream.registry import RECIPES
 
 Match = Literal["Exact", "Approximate", "Different", "Unavailable", "Unverified", "Not data"]
 
@@ -45,6 +51,12 @@ class Recipe:
     build: Callable[..., PatchPipeline]
     rows: tuple[DeviationRow, ...]
 
+    def __call__(
+        self, slide_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwargs: object
+    ) -> PatchPipeline:
+        """``build(slide_paths, **kwargs)``: ``RECIPES.create(name, slides)`` builds the pipeline."""
+        return self.build(slide_paths, **kwargs)
+
     def table_markdown(self) -> str:
         """The deviation table as Markdown."""
         lines = ["| Step | Paper | wsistream | Match | Proof |", "|---|---|---|---|---|"]
@@ -55,28 +67,23 @@ class Recipe:
         return "\n".join(lines)
 
 
-_REGISTRY: dict[str, Recipe] = {}
-
-
 def register(recipe: Recipe) -> Recipe:
-    """Add ``recipe`` to the registry (duplicate names are an error)."""
-    if recipe.name in _REGISTRY:
-        raise ValueError(f"recipe {recipe.name!r} is already registered")
-    _REGISTRY[recipe.name] = recipe
+    """Add a recipe of your own to :data:`~wsistream.registry.RECIPES` (a name already taken is a ``ValueError``)."""
+    RECIPES.register(recipe.name, recipe)
     return recipe
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; pass one of {sorted(_REGISTRY)}") from None
+    """The recipe called ``name`` (or an alias); ``ValueError`` listing the recipes otherwise."""
+    recipe = RECIPES.load(name)
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"RECIPES entry {name!r} is a {type(recipe).__name__}, not a Recipe; register a Recipe")
+    return recipe
 
 
 def list_recipes() -> list[Recipe]:
     """All recipes, by name."""
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return [get_recipe(name) for name in sorted(RECIPES.names())]
 
 
 def build_pipeline(

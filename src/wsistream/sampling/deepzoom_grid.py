@@ -81,20 +81,20 @@ class DeepZoomGrid:
         ResolutionUnavailableError
             No DeepZoom level is within ``tolerance`` (relative) of the target.
         """
-        if props.mpp is None:
+        if props.mpp_level0 is None:
             raise MissingMppError(
                 props.slide_path,
                 f"the {target_mpp} µm/px DeepZoom level needs the slide's µm/px, which is missing"
                 "; pass an µm/px override or fallback",
             )
-        mpps = [props.mpp * self.level0_downsample(lv) for lv in range(self.level_count)]
+        mpps = [props.mpp_level0 * self.level0_downsample(lv) for lv in range(self.level_count)]
         best = min(range(self.level_count), key=lambda lv: abs(math.log(mpps[lv] / target_mpp)))
         if abs(mpps[best] - target_mpp) > tolerance * target_mpp:
             raise ResolutionUnavailableError(
                 props.slide_path,
                 f"no DeepZoom level is within {tolerance:.0%} of {target_mpp} µm/px "
                 f"(closest: level {best} at "
-                f"{mpps[best]:.4f} µm/px, level 0 is {props.mpp:.4f} µm/px); use the level-0 grid tiling, "
+                f"{mpps[best]:.4f} µm/px, level 0 is {props.mpp_level0:.4f} µm/px); use the level-0 grid tiling, "
                 "which resamples to the exact µm/px",
             )
         return best, mpps[best]

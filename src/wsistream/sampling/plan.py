@@ -108,7 +108,7 @@ def plan_read(
     """
     path = props.slide_path
     if target_mpp is not None:
-        if props.mpp is None:
+        if props.mpp_level0 is None:
             raise MissingMppError(
                 path,
                 f"target_mpp={target_mpp} needs the slide's µm/px, which is missing or implausible; "
@@ -116,18 +116,18 @@ def plan_read(
             )
         chosen = None
         for lvl in range(props.level_count - 1, -1, -1):  # coarsest first
-            if props.mpp * props.level_downsamples[lvl] <= target_mpp * (1 + tolerance):
+            if props.mpp_level0 * props.level_downsamples[lvl] <= target_mpp * (1 + tolerance):
                 chosen = lvl
                 break
         if chosen is None:
             if not allow_upsample:
                 raise ResolutionUnavailableError(
                     path,
-                    f"target_mpp={target_mpp} is finer than level 0 ({props.mpp:.4f} µm/px); "
+                    f"target_mpp={target_mpp} is finer than level 0 ({props.mpp_level0:.4f} µm/px); "
                     "reading it would need upsampling: pass a coarser target_mpp, or allow_upsample=True",
                 )
             chosen = 0
-        level_mpp = props.mpp * props.level_downsamples[chosen]
+        level_mpp = props.mpp_level0 * props.level_downsamples[chosen]
         if abs(level_mpp - target_mpp) <= tolerance * target_mpp:
             read_size = patch_size
         else:

@@ -55,7 +55,7 @@ _EXPORTS: dict[str, str] = {
     "build_schedules": "objective",
     "pretrain": "train",
     "PretrainResult": "train",
-    "PretrainError": "train",
+    "PretrainError": "checkpoint",
     # evaluation
     "load_slide_encoder": "probe",
     "embed_slides": "probe",

@@ -82,8 +82,7 @@ def _measure(args: argparse.Namespace) -> dict[str, float]:
     return {"seconds": (time.perf_counter() - t0) / args.repeats, "peak_mib": max(peak, 0) / 2**20}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print a Markdown table of time and peak memory for each token count and mode."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--dim", type=int, default=256)
@@ -99,7 +98,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backward", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def _child_command(args: argparse.Namespace) -> list[str]:
+    """The ``--one`` command line of a measurement with the encoder of ``args`` (without tokens and mode)."""
+    flags = {"--dim": args.dim, "--depth": args.depth, "--heads": args.heads, "--in-dim": args.in_dim}
+    flags |= {"--device": args.device, "--threads": args.threads, "--repeats": args.repeats}
+    cmd = [sys.executable, "-m", "wsistream.slide_ssl.bench", "--one"]
+    for flag, value in flags.items():
+        cmd += [flag, str(value)]
+    return [*cmd, "--segments", *map(str, args.segments), "--dilations", *map(str, args.dilations)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print a Markdown table of time and peak memory for each token count and mode."""
+    args = _parser().parse_args(argv)
     if args.one:
         print(json.dumps(_measure(args)))
         return
@@ -109,30 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("| tokens | attention | pass | time (s) | peak extra memory (MiB) |")
     print("|---:|---|---|---:|---:|")
-    base = [
-        sys.executable,
-        "-m",
-        "wsistream.slide_ssl.bench",
-        "--one",
-        "--dim",
-        str(args.dim),
-        "--depth",
-        str(args.depth),
-        "--heads",
-        str(args.heads),
-        "--in-dim",
-        str(args.in_dim),
-        "--device",
-        args.device,
-        "--threads",
-        str(args.threads),
-        "--repeats",
-        str(args.repeats),
-        "--segments",
-        *map(str, args.segments),
-        "--dilations",
-        *map(str, args.dilations),
-    ]
+    base = _child_command(args)
     for n in args.tokens:
         for dense in (False, True):
             if dense and n > args.dense_up_to:

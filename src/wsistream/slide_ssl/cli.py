@@ -13,9 +13,11 @@ import numpy as np
 import typer
 
 if TYPE_CHECKING:  # the commands import torch lazily, so --help stays fast
+    from wsistream.slide_ssl.config import PretrainConfig
     from wsistream.slide_ssl.data import SlideTokenCohort
     from wsistream.slide_ssl.encoder import SlideEncoder
     from wsistream.slide_ssl.probe import ProbeScores, Split
+    from wsistream.slide_ssl.train import PretrainResult
 
 app = typer.Typer(help="Slide-level self-supervised pretraining on tile-embedding sequences.", no_args_is_help=True)
 
@@ -88,49 +90,79 @@ def slide_pretrain(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Pretrain a LongNet slide encoder with DINO / DINOv2 on coordinate crops (torchrun-aware)."""
-    from wsistream.slide_ssl.config import method_preset
-    from wsistream.slide_ssl.data import SlideTokenCohort, read_slide_ids
     from wsistream.slide_ssl.train import pretrain
 
+    cfg, cohort, exclude_ids = _pretrain_inputs(
+        method,
+        features,
+        tile_size=tile_size,
+        exclude=exclude,
+        run={"steps": steps, "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every},
+        precision=precision,
+        crops={"n_local": n_local, "max_tiles": max_tiles, "min_tiles": min_tiles},
+        objective={"out_dim": out_dim, "ibot_out_dim": ibot_out_dim, "koleo_weight": koleo_weight},
+        optim={"grad_accum": grad_accum, "base_lr": base_lr},
+        encoder={"dim": dim, "depth": depth, "heads": heads, "ffn_dim": ffn_dim},
+        segments=(segment_lengths, dilations),
+        checkpoint_layers=checkpoint_layers,
+    )
+    result = pretrain(cohort, out, cfg, resume=resume, progress=progress, tile_size=tile_size, exclude=exclude_ids)
+    _print_pretrain_result(result, n_slides=len(cohort), steps=cfg.steps, out=out)
+
+
+def _pretrain_inputs(
+    method: str,
+    features: Path,
+    *,
+    tile_size: float | None,
+    exclude: str | None,
+    run: dict[str, int],
+    precision: str,
+    crops: dict[str, int | None],
+    objective: dict[str, Any],
+    optim: dict[str, Any],
+    encoder: dict[str, int | None],
+    segments: tuple[str | None, str | None],
+    checkpoint_layers: bool,
+) -> tuple[PretrainConfig, SlideTokenCohort, set[str] | None]:
+    """The method preset with the options given on top (``None`` keeps the preset's), the cohort and the excluded ids.
+
+    The option groups are the config's sections; a value the config refuses is a ``BadParameter``.
+    """
+    from wsistream.slide_ssl.config import method_preset
+    from wsistream.slide_ssl.data import SlideTokenCohort, read_slide_ids
+
     try:
-        cfg = method_preset(
-            method,
-            steps=steps,
-            batch_size=batch_size,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            precision=precision,
-        )
+        cfg = method_preset(method, **run, precision=precision)
         cfg = dataclasses.replace(
             cfg,
-            crops=_set(cfg.crops, n_local=n_local, max_tiles=max_tiles, min_tiles=min_tiles),
-            objective=_set(cfg.objective, out_dim=out_dim, ibot_out_dim=ibot_out_dim, koleo_weight=koleo_weight),
-            optim=_set(cfg.optim, grad_accum=grad_accum, base_lr=base_lr),
+            crops=_set(cfg.crops, **crops),
+            objective=_set(cfg.objective, **objective),
+            optim=_set(cfg.optim, **optim),
         )
         cohort = SlideTokenCohort.scan(features, min_tiles=cfg.crops.min_tiles, tile_size=tile_size)
         exclude_ids = read_slide_ids(exclude) if exclude else None
-        encoder = _set(
+        encoder_cfg = _set(
             cfg.encoder,
             in_dim=cohort.dim,
-            dim=dim,
-            depth=depth,
-            heads=heads,
-            ffn_dim=ffn_dim,
-            segment_lengths=_ints(segment_lengths, "segment_lengths"),
-            dilations=_ints(dilations, "dilations"),
+            **encoder,
+            segment_lengths=_ints(segments[0], "segment_lengths"),
+            dilations=_ints(segments[1], "dilations"),
             checkpoint_layers=checkpoint_layers or None,
         )
-        cfg = dataclasses.replace(cfg, encoder=encoder)
+        return dataclasses.replace(cfg, encoder=encoder_cfg), cohort, exclude_ids
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result = pretrain(cohort, out, cfg, resume=resume, progress=progress, tile_size=tile_size, exclude=exclude_ids)
+
+
+def _print_pretrain_result(result: PretrainResult, *, n_slides: int, steps: int, out: Path) -> None:
     skipped = sum(1 for s in result.skips if s.action == "skipped")
     excluded = sum(1 for s in result.skips if s.action == "excluded")
     last = result.history[-1] if result.history else {}
     typer.echo(
-        f"{len(cohort) - excluded} slides used, {skipped} skipped, {excluded} excluded (see {out / 'skipped.jsonl'})"
+        f"{n_slides - excluded} slides used, {skipped} skipped, {excluded} excluded (see {out / 'skipped.jsonl'})"
     )
-    typer.echo(f"step {last.get('step', 0)}/{cfg.steps}, loss {last.get('loss', float('nan')):.4f}; wrote {out}")
+    typer.echo(f"step {last.get('step', 0)}/{steps}, loss {last.get('loss', float('nan')):.4f}; wrote {out}")
 
 
 def _read_labels(path: Path) -> tuple[list[str], dict[str, list[float]]]:

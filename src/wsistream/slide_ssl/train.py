@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,9 +30,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wsistream.errors import WsiStreamError
 from wsistream.features.formats import FeatureFileError
 from wsistream.slide_ssl.batch import ViewBatch, build_view_batch
+from wsistream.slide_ssl.checkpoint import (
+    CHECKPOINT,
+    ENCODER,
+    FORMAT,
+    PretrainError,
+    check_resumable,
+    save_checkpoint,
+)
 from wsistream.slide_ssl.config import PretrainConfig
 from wsistream.slide_ssl.data import SkipRecord, SlideTokenCohort, SlideTokens, read_slide_ids
 from wsistream.slide_ssl.objective import Schedules, SSLModel, build_schedules
@@ -43,18 +49,9 @@ from wsistream.slide_ssl.runlog import (
     append_skips,
     atomic_save,
     init_distributed,
-    write_loss_csv,
-    write_loss_png,
 )
 
-CHECKPOINT = "checkpoint.pt"
-ENCODER = "slide_encoder.pt"
-_FORMAT = "wsistream.slide_ssl/1"
 _MAX_BAD_STEPS = 5
-
-
-class PretrainError(WsiStreamError):
-    """Training cannot go on (repeated non-finite losses, incompatible checkpoint)."""
 
 
 @dataclass(frozen=True)
@@ -116,58 +113,6 @@ def _clip(model: SSLModel, cfg: PretrainConfig) -> None:
             coef = clip / (float(p.grad.norm(2)) + 1e-6)
             if coef < 1:
                 p.grad.mul_(coef)
-
-
-def _state(
-    model: SSLModel,
-    opt: torch.optim.Optimizer,
-    cfg: PretrainConfig,
-    step: int,
-    history: list[dict[str, Any]],
-    ctx: DistContext,
-    cohort: SlideTokenCohort,
-    peak_lr: float,
-) -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "format": _FORMAT,
-        "config": cfg.to_dict(),
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "history": history,
-        "rng": rng,
-        "world_size": ctx.world_size,
-        "slide_ids": list(cohort.slide_ids),
-        "schedule": {"steps": cfg.steps, "peak_lr": peak_lr},
-    }
-
-
-def _check_resumable(
-    state: dict[str, Any], cfg: PretrainConfig, ctx: DistContext, cohort: SlideTokenCohort, path: Path
-) -> None:
-    if state.get("format") != _FORMAT:
-        raise PretrainError(str(path), f"not a {_FORMAT} checkpoint; pass another --out or resume=False")
-    saved, now = dict(state["config"]), cfg.to_dict()
-    for config in (saved, now):  # settings that do not change the run's numbers may differ on resume
-        config.pop("checkpoint_every", None)
-        config["encoder"] = {k: v for k, v in dict(config.get("encoder", {})).items() if k != "checkpoint_layers"}
-    if json.dumps(saved, sort_keys=True, default=list) != json.dumps(now, sort_keys=True, default=list):
-        raise PretrainError(
-            str(path), "checkpoint was written with another configuration; pass the same options or resume=False"
-        )
-    if state["world_size"] != ctx.world_size:
-        raise PretrainError(
-            str(path),
-            f"checkpoint used world size {state['world_size']}, now {ctx.world_size}; "
-            "exact resume needs the same number of processes",
-        )
-    if list(state["slide_ids"]) != list(cohort.slide_ids):
-        raise PretrainError(
-            str(path), "the feature folder's usable slides differ from the checkpoint's; pass the same --features"
-        )
 
 
 def _autocast(ctx: DistContext, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -276,7 +221,8 @@ def pretrain(
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-            _save(run.model, run.opt, cfg, step + 1, run.history, ctx, cohort, run.sched.peak_lr, out, run.scaler)
+            sched = run.sched
+            save_checkpoint(run.model, run.opt, cfg, step + 1, run.history, ctx, cohort, sched.peak_lr, out, run.scaler)
     done = len(run.history) >= cfg.steps and run.history[-1]["step"] == cfg.steps
     encoder_path = _export_encoder(run, out) if done else None
     if ctx.world_size > 1:
@@ -326,7 +272,7 @@ def _start(cohort: SlideTokenCohort, cfg: PretrainConfig, ctx: DistContext, out:
 def _restore(run: _Run, ckpt: Path) -> None:
     """Load model, optimizer, scaler, history and RNG state from a checkpoint of the same run."""
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    _check_resumable(state, run.cfg, run.ctx, run.cohort, ckpt)
+    check_resumable(state, run.cfg, run.ctx, run.cohort, ckpt)
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
     run.history, run.start = list(state["history"]), int(state["step"])
@@ -423,7 +369,7 @@ def _export_encoder(run: _Run, out: Path) -> Path:
     if run.ctx.is_main:
         atomic_save(
             {
-                "format": _FORMAT,
+                "format": FORMAT,
                 "method": run.cfg.method,
                 "encoder": run.cfg.to_dict()["encoder"],
                 "state_dict": run.model.teacher["backbone"].state_dict(),
@@ -433,29 +379,6 @@ def _export_encoder(run: _Run, out: Path) -> Path:
             path,
         )
     return path
-
-
-def _save(
-    model: SSLModel,
-    opt: torch.optim.Optimizer,
-    cfg: PretrainConfig,
-    step: int,
-    history: list[dict[str, Any]],
-    ctx: DistContext,
-    cohort: SlideTokenCohort,
-    peak_lr: float,
-    out: Path,
-    scaler: torch.amp.GradScaler,
-) -> None:
-    if ctx.is_main:
-        state = _state(model, opt, cfg, step, history, ctx, cohort, peak_lr)
-        if scaler.is_enabled():
-            state["scaler"] = scaler.state_dict()
-        atomic_save(state, out / CHECKPOINT)
-        write_loss_csv(out / "loss.csv", history)
-        write_loss_png(out / "loss.png", history, f"slide-pretrain {cfg.method}")
-    if ctx.world_size > 1:
-        dist.barrier()
 
 
 def _progress(it: range, start: int, cfg: PretrainConfig, show: bool) -> Any:

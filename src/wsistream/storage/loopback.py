@@ -234,79 +234,89 @@ class FaultProxy:
         raise AssertionError("unreachable")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
+        """A handler class bound to this proxy (``ThreadingHTTPServer`` instantiates it per request)."""
+        return type("Handler", (_ProxyHandler,), {"proxy": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args: object) -> None:  # quiet
-                pass
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """One request through a :class:`FaultProxy`: the stats path, an injected fault, or a relay upstream."""
 
-            def _forward(self) -> None:
-                if self.path == STATS_PATH:
-                    self._stats()
-                    return
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                body = self.rfile.read(int(headers.get("content-length", 0) or 0))
-                fault = proxy._take_fault(self.command, self.path, headers)
-                if proxy.latency_s:
-                    time.sleep(proxy.latency_s)
-                if fault in ("reset", "stall"):
-                    if fault == "stall":
-                        time.sleep(proxy.stall_s)
-                    self._abort()
-                    return
-                if fault in ("403", "404", "503"):
-                    self._error(int(fault))
-                    return
-                resp, data = proxy._upstream_request(self.command, self.path, body, dict(self.headers.items()))
-                self.send_response(resp.status)
-                for name, value in resp.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    sent = data[: len(data) // 2] if fault == "truncate" else data
-                    self.wfile.write(sent)
-                    with proxy._lock:
-                        proxy.bytes_sent += len(sent)
-                if fault == "truncate":
-                    self._abort()
+    protocol_version = "HTTP/1.1"
+    proxy: FaultProxy
 
-            def _stats(self) -> None:
-                with proxy._lock:
-                    counts = {"requests": proxy.requests, "ranged_requests": proxy.ranged_requests}
-                    counts["bytes_sent"] = proxy.bytes_sent
-                payload = json.dumps(counts).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
 
-            def _abort(self) -> None:
-                self.close_connection = True
-                try:
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def _forward(self) -> None:
+        if self.path == STATS_PATH:
+            self._stats()
+            return
+        proxy = self.proxy
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = self.rfile.read(int(headers.get("content-length", 0) or 0))
+        fault = proxy._take_fault(self.command, self.path, headers)
+        if proxy.latency_s:
+            time.sleep(proxy.latency_s)
+        if fault in ("reset", "stall"):
+            if fault == "stall":
+                time.sleep(proxy.stall_s)
+            self._abort()
+            return
+        if fault in ("403", "404", "503"):
+            self._error(int(fault))
+            return
+        self._relay(body, truncate=fault == "truncate")
 
-            def _error(self, status: int) -> None:
-                code = {403: "AccessDenied", 404: "NoSuchKey", 503: "SlowDown"}[status]
-                payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+    def _relay(self, body: bytes, *, truncate: bool) -> None:
+        """Send the request upstream and its response back (half the body, then a reset, when ``truncate``)."""
+        proxy = self.proxy
+        resp, data = proxy._upstream_request(self.command, self.path, body, dict(self.headers.items()))
+        self.send_response(resp.status)
+        for name, value in resp.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            sent = data[: len(data) // 2] if truncate else data
+            self.wfile.write(sent)
+            with proxy._lock:
+                proxy.bytes_sent += len(sent)
+        if truncate:
+            self._abort()
 
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+    def _stats(self) -> None:
+        proxy = self.proxy
+        with proxy._lock:
+            counts = {"requests": proxy.requests, "ranged_requests": proxy.ranged_requests}
+            counts["bytes_sent"] = proxy.bytes_sent
+        payload = json.dumps(counts).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
-        return Handler
+    def _abort(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _error(self, status: int) -> None:
+        code = {403: "AccessDenied", 404: "NoSuchKey", 503: "SlowDown"}[status]
+        payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 
 
 class LatencyProxyProcess:

@@ -150,17 +150,7 @@ def write_aperio_svs(
 def _write(path: Path, spec: SlideSpec, *, background_only: bool, seed: int, bigtiff: bool | None, stem: str) -> None:
     """Render and write every page of the slide described by ``spec`` to ``path``."""
     width, height = spec.width, spec.height
-    layout_seq, texture_seq = np.random.SeedSequence(seed).spawn(2)
-    layout = make_layout(
-        np.random.default_rng(layout_seq),
-        width=width,
-        height=height,
-        blobs=spec.tissue_blobs,
-        background_only=background_only,
-    )
-    texture_mpp = spec.mpp if spec.mpp is not None else _FALLBACK_TEXTURE_MPP
-    atlas = make_atlas(int(texture_seq.generate_state(1)[0]), texture_mpp)
-    renderer = Level0Renderer(layout, atlas, spec.tile_size)
+    renderer = _renderer(spec, background_only=background_only, seed=seed)
     encoder = AbbreviatedJpegEncoder(quality=spec.quality, photometric=spec.photometric, subsampling=spec.subsampling)
     levels = [AreaDownsampler((width, height), ds) for ds in spec.downsamples[1:]]
     thumb_size = _thumbnail_size(width, height)
@@ -210,6 +200,21 @@ def _write(path: Path, spec: SlideSpec, *, background_only: bool, seed: int, big
                 description=f"{_HEADER}\r\n{width}x{height} -> {lw}x{lh} - |{kv}",
                 **page_args,
             )
+
+
+def _renderer(spec: SlideSpec, *, background_only: bool, seed: int) -> Level0Renderer:
+    """The level-0 renderer of ``spec``: a tissue layout and a texture atlas, each from its own child seed."""
+    layout_seq, texture_seq = np.random.SeedSequence(seed).spawn(2)
+    layout = make_layout(
+        np.random.default_rng(layout_seq),
+        width=spec.width,
+        height=spec.height,
+        blobs=spec.tissue_blobs,
+        background_only=background_only,
+    )
+    texture_mpp = spec.mpp if spec.mpp is not None else _FALLBACK_TEXTURE_MPP
+    atlas = make_atlas(int(texture_seq.generate_state(1)[0]), texture_mpp)
+    return Level0Renderer(layout, atlas, spec.tile_size)
 
 
 def _page_args(spec: SlideSpec, encoder: AbbreviatedJpegEncoder) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Tissue detection on slide overviews: masks cached once per slide."""
 
-from wsistream.tissue.base import TissueDetector, TissueMask
+from wsistream.tissue.base import DEFAULT_OVERVIEW_SIDE, TissueDetector, TissueMask
 from wsistream.tissue.clam import CLAM_PRESET_PADDING, CLAM_PRESETS, CLAMTissueDetector
 from wsistream.tissue.combined import CombinedTissueDetector
 from wsistream.tissue.geojson import (
@@ -18,6 +18,7 @@ from wsistream.types import best_level_for_downsample
 __all__ = [
     "CLAM_PRESETS",
     "CLAM_PRESET_PADDING",
+    "DEFAULT_OVERVIEW_SIDE",
     "CLAMTissueDetector",
     "CombinedTissueDetector",
     "GeoJSONTissueDetector",

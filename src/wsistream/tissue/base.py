@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from wsistream.backends.base import SlideHandle
     from wsistream.types import SlideProperties
 
+#: Longest side (overview pixels) of the overview a tissue mask is detected on, wherever one is made:
+#: ``PatchPipeline.overview_side`` (so ``wsistream validate`` and ``preview``, through the recipe's pipeline),
+#: ``DeepZoomTiling`` / ``GridTiling`` and ``wsistream tissue --overview-side``. The overview is read from the
+#: coarsest level whose longer side is at least 0.45 × this (``SlideHandle.overview_level``): on an 8000² slide
+#: with levels 1/4/16 that is level 1 as it is, a mask cell of 4 level-0 px (1/56 of a 224-px patch at
+#: 0.5 µm/px; 16 px at 1024). Where the coarsest level is itself >= 922 px, 1024 and 2048 read the same level
+#: and cost about the same; on shallower pyramids 2048 reads one level finer (``benchmarks/overview_side.py``).
+DEFAULT_OVERVIEW_SIDE = 2048
+
 
 @dataclass(frozen=True)
 class TissueMask:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from wsistream.registry import TISSUE_DETECTORS
+from wsistream.tissue.base import DEFAULT_OVERVIEW_SIDE
 
 app = typer.Typer(help="Tissue masks.", no_args_is_help=True, add_completion=False)
 
@@ -22,7 +23,9 @@ def tissue(
     detector: Annotated[
         str, typer.Option("--detector", help=f"Tissue detector: {TISSUE_DETECTORS.help()}.")
     ] = "otsu",
-    overview_side: Annotated[int, typer.Option("--overview-side", help="Longest side of the mask grid.")] = 2048,
+    overview_side: Annotated[
+        int, typer.Option("--overview-side", help="Longest side of the mask grid.")
+    ] = DEFAULT_OVERVIEW_SIDE,
 ) -> None:
     """Detect tissue and write it as GeoJSON polygons (holes as interior rings), QuPath-importable."""
     from wsistream.backends import OpenSlideBackend

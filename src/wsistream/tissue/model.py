@@ -13,16 +13,12 @@ worker reads them without even loading the model.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import logging
 import math
 import os
 import re
-import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,14 +29,13 @@ import numpy as np
 
 from wsistream.errors import MissingMppError, ResolutionUnavailableError
 from wsistream.tissue.base import TissueDetector, TissueMask
+from wsistream.tissue.model_cache import file_sha256, load_mask, save_mask, state_sha256, weights_stat
 
 if TYPE_CHECKING:
     import torch
 
     from wsistream.backends.base import SlideHandle
     from wsistream.types import SlideProperties
-
-logger = logging.getLogger("wsistream")
 
 _CACHE_VERSION = 1  # bump when a cached mask's meaning changes: old files are then ignored
 _READ_CHUNK = 4096  # longest side (read-level pixels) of one chunk of the read at input_mpp
@@ -116,7 +111,7 @@ class ModelTissueDetector(TissueDetector):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
         if self.weights is not None:
-            _weights_stat(os.fspath(self.weights))  # fail now, in the main process, not in a worker
+            weights_stat(os.fspath(self.weights))  # fail now, in the main process, not in a worker
         for ok, message in (
             (math.isfinite(self.input_mpp) and self.input_mpp > 0, "input_mpp: pass a µm/px > 0 (4.0 ≈ 2.5x)"),
             (0.0 <= self.threshold <= 1.0, "threshold: pass a probability in [0, 1]"),
@@ -152,13 +147,13 @@ class ModelTissueDetector(TissueDetector):
         """SHA-256 of the weights file (or of the state dict); a changed file is re-hashed and reloaded."""
         rt = self._rt()
         if self.weights is not None:
-            stat = _weights_stat(os.fspath(self.weights))
+            stat = weights_stat(os.fspath(self.weights))
             if rt.get("weights_stat") != stat:
                 rt.pop("model", None)
-                rt["fingerprint"] = _file_sha256(os.fspath(self.weights))
+                rt["fingerprint"] = file_sha256(os.fspath(self.weights))
                 rt["weights_stat"] = stat
         elif "fingerprint" not in rt:
-            rt["fingerprint"] = _state_sha256(self._model())
+            rt["fingerprint"] = state_sha256(self._model())
         return str(rt["fingerprint"])
 
     def cache_key(self, slide_path: str, mpp: float) -> str:
@@ -185,17 +180,17 @@ class ModelTissueDetector(TissueDetector):
         level 0 is coarser than ``input_mpp``.
         """
         path, raw = props.slide_path, getattr(handle, "raw_mpp", None)
-        if props.mpp is None:
+        if props.mpp_level0 is None:
             why = f"ModelTissueDetector reads slides at input_mpp={self.input_mpp} µm/px; this one states none"
             raise MissingMppError(path, f"{why} (raw {raw!r}): pass mpp_overrides= or mpp_fallback= to the pipeline")
-        key = self.cache_key(path, props.mpp) if self.cache_dir is not None else ""
-        cache = self.cache_path(path, props.mpp, key)
-        if cache is not None and (hit := _load_mask(cache, key)) is not None:
+        key = self.cache_key(path, props.mpp_level0) if self.cache_dir is not None else ""
+        cache = self.cache_path(path, props.mpp_level0, key)
+        if cache is not None and (hit := load_mask(cache, key)) is not None:
             return hit
         image, (dsx, dsy) = read_at_mpp(handle, props, self.input_mpp)
         mask = TissueMask(self.predict(image) > self.threshold, dsx, dsy)
         if cache is not None:
-            _save_mask(cache, key, mask, path)
+            save_mask(cache, key, mask, path)
         return mask
 
     def detect(self, overview: np.ndarray, downsample: tuple[float, float]) -> TissueMask:
@@ -301,13 +296,14 @@ def read_at_mpp(
     chunks of at most 4096², each area-resized into place: ``round(width0 / d) × round(height0 / d)``
     pixels, ``d = target_mpp / mpp``.
     """
-    if props.mpp is None:
+    if props.mpp_level0 is None:
         raise MissingMppError(props.slide_path, f"reading at {target_mpp} µm/px needs the slide's µm/px")
-    d = target_mpp / props.mpp
+    d = target_mpp / props.mpp_level0
     if d < 1.0 - _LEVEL_TOLERANCE:
         raise ResolutionUnavailableError(
             props.slide_path,
-            f"input_mpp={target_mpp} µm/px is finer than level 0 ({props.mpp} µm/px); pass input_mpp >= {props.mpp}",
+            f"input_mpp={target_mpp} µm/px is finer than level 0 ({props.mpp_level0} µm/px); "
+            f"pass input_mpp >= {props.mpp_level0}",
         )
     width0, height0 = props.level0_width, props.level0_height
     out_w, out_h = max(1, round(width0 / d)), max(1, round(height0 / d))
@@ -335,67 +331,3 @@ def _callable_name(obj: object) -> str:
     if isinstance(obj, functools.partial):
         return f"partial({_callable_name(obj.func)})"
     return "None" if obj is None else str(getattr(obj, "__qualname__", type(obj).__qualname__))
-
-
-def _weights_stat(path: str) -> tuple[int, int]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ModelTissueDetector weights file {path} does not exist (or is not a file)")
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _state_sha256(model: Any) -> str:
-    """SHA-256 over a module's state dict (names, dtypes, shapes, bytes)."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _load_mask(path: Path, key: str) -> TissueMask | None:
-    """The cached mask, or ``None`` when absent, unreadable or for another key."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                return None
-            ds = data["downsample"]
-            return TissueMask(data["mask"].astype(bool), float(ds[0]), float(ds[1]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # not ours, or damaged
-        logger.warning("wsistream: ignoring unreadable mask cache %s (%s); recomputing", path, exc)
-        return None
-
-
-def _save_mask(path: Path, key: str, mask: TissueMask, slide_path: str) -> None:
-    """Write atomically (temp file + ``os.replace``): readers never see a partial file."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            ds = np.array([mask.downsample_x, mask.downsample_y])
-            np.savez_compressed(fh, mask=mask.mask, downsample=ds, key=np.array(key), slide=np.array(slide_path))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared cohort cache must be readable
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        logger.warning("wsistream: cannot write mask cache %s (%s); it will be recomputed next time", path, exc)
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
