@@ -21,6 +21,7 @@ from wsistream.features import (
     read_manifest,
 )
 from wsistream.features.cli import app
+from wsistream.tissue import DEFAULT_OVERVIEW_SIDE
 
 CPU = ExtractionConfig(batch_size=4, num_workers=0, device="cpu")
 TILING = DeepZoomTiling(tissue_threshold=0.2, overview_side=512)
@@ -175,6 +176,14 @@ def test_cli_extract_exit_codes(tiny_vit_dir: Path, feat_slides, tmp_path: Path)
     )
     assert ok.exit_code == 0, ok.output
     assert "1 done" in ok.output and read_features(tmp_path / "phikon" / "X" / "b20x.h5").n_tiles == 2
+    assert read_features(tmp_path / "phikon" / "X" / "b20x.h5").attrs["overview_side"] == DEFAULT_OVERVIEW_SIDE
+    old_masks = _cli(
+        "extract", "--encoder", "phikon", "--weights", str(tiny_vit_dir), "--slides", feat_slides["20x"],
+        "--out", str(tmp_path), "--format", "h5", "--n-tiles", "2", "--batch-size", "2", "--cohort", "Y",
+        "--overview-side", "2048",
+    )  # fmt: skip
+    assert old_masks.exit_code == 0, old_masks.output
+    assert read_features(tmp_path / "phikon" / "Y" / "b20x.h5").attrs["overview_side"] == 2048
     bad = _cli(
         "extract",
         "--encoder",

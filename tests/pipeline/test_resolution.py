@@ -144,7 +144,7 @@ def test_overview_side_is_one_default_and_thumbnail_size_its_deprecated_name(wri
     from wsistream.tissue import DEFAULT_OVERVIEW_SIDE
 
     pipe = PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler())
-    assert DEFAULT_OVERVIEW_SIDE == 2048
+    assert DEFAULT_OVERVIEW_SIDE == 1024
     assert pipe.overview_side == DeepZoomTiling().overview_side == GridTiling().overview_side == DEFAULT_OVERVIEW_SIDE
     with pytest.warns(DeprecationWarning, match="renamed overview_side"):
         old = PatchPipeline(slide_paths=[written_20x], sampler=RandomSampler(), thumbnail_size=(512, 300))

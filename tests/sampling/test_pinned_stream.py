@@ -6,10 +6,9 @@ are drawn — seeding, the order of rng calls, the qualifying-window table, the
 pool's interleaving — fails here and has to be a deliberate, documented change
 (users' runs stop being reproducible across versions otherwise).
 
-The streams run at the default ``overview_side``. ``RANDOM`` was re-recorded on 2026-12-04 when that
-default went from 1024 to ``DEFAULT_OVERVIEW_SIDE`` = 2048 (issue 19 item 6: one overview size): the
-finer mask changes which windows qualify, so the random draws land elsewhere (the first was
-CMU 1128, 875). The grid order did not change: its 224-px cells qualify the same at both sizes.
+The streams run at the default ``overview_side`` (``DEFAULT_OVERVIEW_SIDE`` = 1024, the pipeline's value
+when these were recorded). At 2048 the random draws land elsewhere (the first at CMU 1436, 886): a change
+of that default must re-record them deliberately.
 """
 
 from __future__ import annotations
@@ -24,14 +23,14 @@ from wsistream.sampling import GridSampler, RandomSampler
 from wsistream.tissue import OtsuTissueDetector
 
 RANDOM = [
-    ("CMU-1-Small-Region.svs", 1436, 886),
-    ("synthetic-40x.svs", 5787, 582),
-    ("CMU-1-Small-Region.svs", 1361, 803),
-    ("synthetic-40x.svs", 4200, 616),
-    ("CMU-1-Small-Region.svs", 1261, 2557),
-    ("synthetic-40x.svs", 3325, 3214),
-    ("CMU-1-Small-Region.svs", 804, 2432),
-    ("synthetic-40x.svs", 3960, 2150),
+    ("CMU-1-Small-Region.svs", 1128, 875),
+    ("synthetic-40x.svs", 4109, 587),
+    ("CMU-1-Small-Region.svs", 1480, 790),
+    ("synthetic-40x.svs", 5123, 609),
+    ("CMU-1-Small-Region.svs", 838, 2556),
+    ("synthetic-40x.svs", 1751, 3225),
+    ("CMU-1-Small-Region.svs", 1369, 2428),
+    ("synthetic-40x.svs", 4674, 2155),
 ]
 GRID_SHUFFLED = [
     ("CMU-1-Small-Region.svs", 1344, 896),

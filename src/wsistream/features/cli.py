@@ -15,6 +15,7 @@ import typer
 
 from wsistream.errors import WsiStreamError
 from wsistream.registry import BACKENDS, ENCODERS, MissingDependencyError
+from wsistream.tissue.base import DEFAULT_OVERVIEW_SIDE
 
 if TYPE_CHECKING:
     from wsistream.features.encoders import Encoder
@@ -58,6 +59,7 @@ def _build(
     num_workers: int,
     device: str,
     tissue_geojson: Path | None = None,
+    overview_side: int = DEFAULT_OVERVIEW_SIDE,
 ) -> tuple[Encoder, DeepZoomTiling | GridTiling, ExtractionConfig]:
     from wsistream.features.encoders import load_encoder
     from wsistream.features.extract import ExtractionConfig
@@ -78,6 +80,7 @@ def _build(
                 tissue_threshold=tissue_threshold,
                 n_tiles=n_tiles,
                 seed=seed,
+                overview_side=overview_side,
                 **masks,
             )
         else:
@@ -87,6 +90,7 @@ def _build(
                 tissue_threshold=tissue_threshold,
                 n_tiles=n_tiles,
                 seed=seed,
+                overview_side=overview_side,
                 **masks,
             )
         enc = load_encoder(encoder, weights)
@@ -112,6 +116,10 @@ _Tiling = Annotated[TilingName, typer.Option("--tiling", help="deepzoom (HistoSS
 _TileSize = Annotated[int, typer.Option("--tile-size", help="Tile side in pixels.")]
 _Mpp = Annotated[float, typer.Option("--target-mpp", help="µm/px of the tiles (0.5 = 20x).")]
 _Tissue = Annotated[float, typer.Option("--tissue-threshold", help="Minimum tissue fraction of a tile.")]
+_Overview = Annotated[
+    int,
+    typer.Option("--overview-side", help="Longest side of the tissue-mask overview (2048 before 2026-12-04)."),
+]
 
 
 @app.command("extract")
@@ -154,6 +162,7 @@ def extract(
     tissue_geojson: Annotated[
         Path | None, typer.Option("--tissue-geojson", help="Folder of SLIDE.geojson tissue masks (QuPath).")
     ] = None,
+    overview_side: _Overview = DEFAULT_OVERVIEW_SIDE,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Encode every tissue tile of every slide; finished slides are skipped, partial ones redone."""
@@ -176,6 +185,7 @@ def extract(
         num_workers,
         device,
         tissue_geojson,
+        overview_side,
     )
     try:
         claims = ClaimConfig(heartbeat, stale_after) if claim else None

@@ -236,8 +236,7 @@ class DeepZoomTiling:
             raise NoTissueError(
                 props.slide_path,
                 f"no {self.tile_size}-px DeepZoom tile at level {dz_level} ({mpp:.3f} µm/px) has tissue "
-                f"fraction "
-                f">= {self.tissue_threshold} (slide tissue fraction {mask.tissue_fraction:.3f})",
+                f"fraction >= {self.tissue_threshold} (slide tissue fraction {mask.tissue_fraction:.3f})",
             )
         idx = np.flatnonzero(keep)
         coords = np.stack([np.full(len(idx), dz_level), cols[idx], rows[idx]], axis=1).astype(np.float32)
@@ -252,6 +251,7 @@ class DeepZoomTiling:
             "target_mpp": self.target_mpp,
             "coords_frame": "deepzoom_address",  # of ``coords`` / features.npy; the .h5 holds level-0 pixels
             "tissue_threshold": self.tissue_threshold,
+            "overview_side": self.overview_side,
             "dz_overlap": 0,
             "dz_limit_bounds": False,
         }
@@ -349,6 +349,7 @@ class GridTiling:
             "target_mpp": self.target_mpp,
             "coords_frame": "level0_pixels",
             "tissue_threshold": self.tissue_threshold,
+            "overview_side": self.overview_side,
         }
         tiles = TileSet(
             props.slide_path,

@@ -94,10 +94,10 @@ class PatchPipeline:
         Fills ``slide_metadata`` (dataset name, patient id) from the path.
     overview_side : int
         Longest side of the overview used for tissue detection. Default
-        :data:`~wsistream.tissue.DEFAULT_OVERVIEW_SIDE` (2048), the same as the
+        :data:`~wsistream.tissue.DEFAULT_OVERVIEW_SIDE` (1024), the same as the
         feature tilings and ``wsistream tissue``: read from the coarsest pyramid
         level at least 0.45 × that size (on an 8000² slide with levels 1/4/16,
-        level 1 = 2000², a mask cell of 4 level-0 px, 1/56 of a 224-px patch at
+        level 2 = 500², a mask cell of 16 level-0 px, 1/14 of a 224-px patch at
         0.5 µm/px; CLAM segments at a downsample of ~64).
     thumbnail_size : int or (int, int), optional
         Deprecated name of ``overview_side`` (its longest side is used), with a

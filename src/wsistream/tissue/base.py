@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 #: ``PatchPipeline.overview_side`` (so ``wsistream validate`` and ``preview``, through the recipe's pipeline),
 #: ``DeepZoomTiling`` / ``GridTiling`` and ``wsistream tissue --overview-side``. The overview is read from the
 #: coarsest level whose longer side is at least 0.45 × this (``SlideHandle.overview_level``): on an 8000² slide
-#: with levels 1/4/16 that is level 1 as it is, a mask cell of 4 level-0 px (1/56 of a 224-px patch at
-#: 0.5 µm/px; 16 px at 1024). Where the coarsest level is itself >= 922 px, 1024 and 2048 read the same level
-#: and cost about the same; on shallower pyramids 2048 reads one level finer (``benchmarks/overview_side.py``).
-DEFAULT_OVERVIEW_SIDE = 2048
+#: with levels 1/4/16 that is level 2 (500²), a mask cell of 16 level-0 px (1/14 of a 224-px patch at
+#: 0.5 µm/px); on a 40000×30000 pyramid level 3, 39 px. 1024, not 2048 (the tilings' old default): 2048 reads
+#: one level finer wherever the coarsest level is under 922 px, 4–16× the mask time per slide, and took the
+#: 8-slide bench pool's first patch from 0.34 s to 3.35 s for cells far below a patch
+#: (``benchmarks/overview_side.py``, docs/performance.md).
+DEFAULT_OVERVIEW_SIDE = 1024
 
 
 @dataclass(frozen=True)
