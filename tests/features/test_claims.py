@@ -118,21 +118,36 @@ def _worker(weights: Path, slides: list[str], out: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def _held_locks(worker: subprocess.Popen, root: Path) -> list[str]:
+    """Names of the claim locks ``worker`` holds now (it must still be running)."""
+    held = []
+    for lock in (root / ".claims").glob("*.lock") if (root / ".claims").is_dir() else ():
+        try:
+            if json.loads(lock.read_text()).get("pid") == worker.pid:
+                held.append(lock.name.removesuffix(".lock"))
+        except (OSError, ValueError):
+            continue
+    assert worker.poll() is None, worker.stdout.read().decode()
+    return held
+
+
+def _wait_for_a_lock(worker: subprocess.Popen, root: Path, timeout: float = 120) -> None:
+    """Return once ``worker`` holds a claim lock."""
+    deadline = time.time() + timeout
+    while not _held_locks(worker, root):
+        assert time.time() < deadline, "the worker never held a lock"
+        time.sleep(0.005)
+
+
 def _kill_mid_slide(victim: subprocess.Popen, root: Path, timeout: float = 120) -> str:
     """SIGKILL ``victim`` while it holds a lock whose slide has no output yet; return that slide's name."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for lock in (root / ".claims").glob("*.lock") if (root / ".claims").is_dir() else ():
-            try:
-                owner = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                continue
-            name = lock.name.removesuffix(".lock")
-            if owner.get("pid") == victim.pid and not (root / f"{Path(name).stem}.h5").exists():
+        for name in _held_locks(victim, root):
+            if not (root / f"{Path(name).stem}.h5").exists():
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 return name
-        assert victim.poll() is None, victim.stdout.read().decode()
         time.sleep(0.005)
     raise AssertionError("the victim never held a lock")
 
@@ -141,8 +156,10 @@ def _kill_mid_slide(victim: subprocess.Popen, root: Path, timeout: float = 120) 
 def test_three_workers_one_killed_every_slide_once(tiny_dinov2_pth: Path, cluster_slides: list[str], tmp_path: Path):
     out = tmp_path / "shared"
     root = out / "dinov2" / "default"
-    workers = [_worker(tiny_dinov2_pth, cluster_slides, out) for _ in range(3)]
-    killed = _kill_mid_slide(workers[1], root)
+    victim = _worker(tiny_dinov2_pth, cluster_slides, out)
+    _wait_for_a_lock(victim, root)  # started first: on a loaded machine the others could take every slide
+    workers = [_worker(tiny_dinov2_pth, cluster_slides, out), victim, _worker(tiny_dinov2_pth, cluster_slides, out)]
+    killed = _kill_mid_slide(victim, root)
     assert (root / ".claims" / f"{killed}.lock").exists()  # it died holding the slide
     workers.append(_worker(tiny_dinov2_pth, cluster_slides, out))  # the restarted job
     for w in (workers[0], workers[2], workers[3]):
