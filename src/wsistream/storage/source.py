@@ -21,7 +21,7 @@ from wsistream.errors import (
     RemoteStorageError,
 )
 from wsistream.storage.config import StorageConfig
-from wsistream.storage.faults import translate_error
+from wsistream.storage.faults import translate_error, underlying
 
 
 def _is_permanent(err: RemoteStorageError) -> bool:
@@ -154,7 +154,7 @@ class RemoteByteSource(ByteSource):
                     if _is_permanent(err):
                         raise self._fail(err) from exc
                     failed.append(i)
-                    last = exc
+                    last = underlying(exc)
             if not failed:
                 return [results[i] for i in range(len(calls))]
             pending = failed
