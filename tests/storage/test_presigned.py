@@ -49,3 +49,11 @@ def test_a_refused_signature_is_renewed_once_then_access_is_denied(s3_slides, st
 def test_s3_reads_is_validated():
     with pytest.raises(ValueError, match="s3_reads='boto'; pass 'presigned'"):
         StorageConfig(s3_reads="boto")
+
+
+def test_presigned_mode_reads_tiles_through_signed_urls_and_fsspec_mode_does_not(s3_slides, storage, proxy):
+    _, url = s3_slides["CMU-1-Small-Region.svs"]
+    proxy.inject("503", 1000, key="X-Amz-Signature=")  # only query-signed (presigned) GETs fail
+    with pytest.raises(RemoteStorageError, match="after 3 attempts"):
+        _region(dataclasses.replace(storage, cache_dir=""), url)
+    _region(dataclasses.replace(storage, s3_reads="fsspec", cache_dir=""), url)  # header-signed: unaffected

@@ -129,6 +129,9 @@ class StorageConfig:
             config.setdefault("connect_timeout", self.timeout_s)
             config.setdefault("read_timeout", self.timeout_s)
             config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+            # SigV4 for presigned URLs too (botocore presigns with SigV2 otherwise, which regions
+            # opened since 2014 refuse); header-signed requests use SigV4 already
+            config.setdefault("signature_version", "s3v4")
             kwargs["config_kwargs"] = config
             fs = fsspec.filesystem(protocol, **kwargs)
             fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor option): one attempt

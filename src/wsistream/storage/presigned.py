@@ -44,8 +44,10 @@ def _pool_manager(verify: Any, max_concurrency: int) -> Any:
             tls: dict[str, Any] = {}
             if verify is False:
                 tls["cert_reqs"] = "CERT_NONE"
-            elif isinstance(verify, str):
-                tls["ca_certs"] = verify
+            else:  # a CA bundle path, or botocore's default bundle: the trust s3fs's own requests have
+                from botocore.httpsession import get_cert_path
+
+                tls["ca_certs"] = verify if isinstance(verify, str) else get_cert_path(True)
             # shared by every slide of the process: a pool of 8 open slides' batches and prefetches
             # stay on kept-alive connections; no retries (they are ours)
             size = 8 * max_concurrency
