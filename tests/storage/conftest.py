@@ -41,6 +41,87 @@ def proxy(_session_proxy):
 @pytest.fixture
 def storage(proxy, tmp_path):
     """Short timeouts and backoff so fault tests take well under a second each; a fresh IFD cache."""
-    return StorageConfig(
-        options=s3_options(proxy.endpoint_url), timeout_s=1.0, retries=2, backoff_s=0.01, cache_dir=str(tmp_path / "c")
+    return fast_faults(s3_options(proxy.endpoint_url), tmp_path)
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    pytest.importorskip("gcp_storage_emulator")
+    pytest.importorskip("gcsfs")
+    from wsistream.storage.loopback_http import LoopbackGCS
+
+    with LoopbackGCS() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_slides(gcs_server, shared_slide):
+    """name -> (local path, gs URL) of the shared slides uploaded under ``cohort/``."""
+    local = [shared_slide(name) for name in SLIDES]
+    urls = gcs_server.upload(local, prefix="cohort/")
+    return {name: (path, url) for name, path, url in zip(SLIDES, local, urls)}
+
+
+@pytest.fixture(scope="session")
+def web_server(shared_slide):
+    """A plain-HTTP Range server on loopback with the shared slides under ``cohort/``."""
+    from wsistream.storage.loopback_http import RangeFileServer
+
+    with RangeFileServer() as server:
+        server.upload([shared_slide(name) for name in SLIDES], prefix="cohort/")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _web_proxy(web_server):
+    with FaultProxy(web_server.endpoint_url, stall_s=3.0) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def web_proxy(_web_proxy):
+    """The fault proxy in front of :func:`web_server`, with no faults pending before and after the test."""
+    _web_proxy.clear()
+    yield _web_proxy
+    _web_proxy.clear()
+
+
+def fast_faults(options, tmp_path):
+    return StorageConfig(options=options, timeout_s=1.0, retries=2, backoff_s=0.01, cache_dir=str(tmp_path / "c"))
+
+
+@pytest.fixture
+def storage_for(tmp_path):
+    """``storage_for(options)``: short timeouts and backoff (a fault test takes < 1 s); a fresh IFD cache."""
+    return lambda options: fast_faults(options, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def seeded():
+    """``seeded(slides, backend)``: the patches of a fixed-seed random pool (compare remote with local)."""
+    return _seeded_stream
+
+
+def _seeded_stream(slides, backend, n=12):
+    """``n`` (name, x0, y0, level, read_size, image) of a fixed-seed random pool over ``slides``."""
+    import itertools
+
+    from wsistream.pipeline import PatchPipeline
+    from wsistream.sampling import RandomSampler
+
+    pipeline = PatchPipeline(
+        slide_paths=slides,
+        sampler=RandomSampler(patch_size=224, target_mpp=0.5),
+        backend=backend,
+        pool_size=2,
+        patches_per_slide=6,
+        patches_per_visit=2,
+        slide_sampling="random",
+        cycle=True,
+        seed=7,
     )
+    out = []
+    for r in itertools.islice(pipeline, n):
+        c = r.coordinate
+        out.append((c.slide_path.rsplit("/", 1)[-1], c.x0, c.y0, c.level, c.read_size, r.image.tobytes()))
+    return out

@@ -2,7 +2,8 @@
 
 :class:`StorageConfig` says how to reach them (storage options, never logged; timeouts; retries;
 caches); :func:`expand_url` lists prefixes, globs and list files; :class:`RemoteByteSource` does
-bounded, retried, coalesced ranged reads; :func:`open_remote` opens a slide for
+bounded, retried, coalesced ranged reads (``s3://`` through presigned URLs and urllib3 by default,
+:mod:`~wsistream.storage.presigned`); :func:`open_remote` opens a slide for
 :class:`~wsistream.backends.TiffSlideBackend` (which reads URLs; OpenSlide cannot).  See
 ``docs/storage.md``.  ``urls`` and ``config`` import nothing heavy; the rest loads on first use.
 """

@@ -21,7 +21,7 @@ from wsistream.errors import (
     RemoteStorageError,
 )
 from wsistream.storage.config import StorageConfig
-from wsistream.storage.faults import translate_error
+from wsistream.storage.faults import translate_error, underlying
 
 
 def _is_permanent(err: RemoteStorageError) -> bool:
@@ -82,6 +82,8 @@ class RemoteByteSource(ByteSource):
         self._prefetcher: ThreadPoolExecutor | None = None  # runs batches; their requests use _pool
         self._pid: int | None = None
         self._file: Any = None
+        #: ``(start, end) -> bytes``, one request: the fsspec file's, or a presigned-URL reader's (S3)
+        self._get_range: Callable[[int, int], bytes] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._connect()
 
@@ -108,12 +110,27 @@ class RemoteByteSource(ByteSource):
                 )
             )
         self._size, self.etag = size, etag
+        self._get_range = self._file._fetch_range
+        if storage.s3_reads == "presigned" and self.name.lower().startswith("s3://"):
+            from wsistream.storage.presigned import PresignedRangeReader
+
+            try:  # signing is local: no request, no timeout needed
+                reader = PresignedRangeReader(
+                    self.name,
+                    storage.filesystem(self.name),
+                    etag=etag,
+                    timeout_s=storage.timeout_s,
+                    max_concurrency=storage.max_concurrency,
+                )
+            except Exception as exc:
+                raise self._fail(translate_error(self.name, "presign", exc)) from exc
+            self._get_range = reader.read
 
     def _ensure(self) -> None:
         if self._closed:
             raise ValueError(f"{self.name}: source is closed")
         if self._pid != os.getpid():  # a forked child: the parent's event loop and pool do not exist here
-            self._file = self._pool = self._prefetcher = None
+            self._file = self._pool = self._prefetcher = self._get_range = None
             self._prefetched = {}
             self._blocks, self._tiles = OrderedDict(), OrderedDict()
             self._blocks_nbytes = self._tiles_nbytes = 0
@@ -154,7 +171,7 @@ class RemoteByteSource(ByteSource):
                     if _is_permanent(err):
                         raise self._fail(err) from exc
                     failed.append(i)
-                    last = exc
+                    last = underlying(exc)
             if not failed:
                 return [results[i] for i in range(len(calls))]
             pending = failed
@@ -170,11 +187,12 @@ class RemoteByteSource(ByteSource):
 
     def _fetch(self, spans: Sequence[tuple[int, int]], what: str) -> list[bytes]:
         """The bytes ``[start, end)`` of each span, one request each, concurrently."""
-        file = self._file
+        get_range = self._get_range
+        assert get_range is not None
 
         def call(start: int, end: int) -> Callable[[], bytes]:
             def fetch() -> bytes:
-                data = bytes(file._fetch_range(start, end))
+                data = bytes(get_range(start, end))
                 if len(data) != end - start:
                     raise _Truncated(f"truncated response: {len(data)} of {end - start} bytes")
                 return data
@@ -352,13 +370,13 @@ class RemoteByteSource(ByteSource):
             for pool in (self._prefetcher, self._pool):
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._prefetcher = self._file = None
+        self._pool = self._prefetcher = self._file = self._get_range = None
         self._prefetched = {}
         self._blocks.clear()
         self._tiles.clear()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_file": None, "_pool": None, "_pid": None, "_lock": None}
+        state = {**self.__dict__, "_file": None, "_get_range": None, "_pool": None, "_pid": None, "_lock": None}
         state.update(_prefetched={}, _prefetcher=None)
         state.update(_blocks=OrderedDict(), _blocks_nbytes=0, _tiles=OrderedDict(), _tiles_nbytes=0)
         state.update(requests=0, bytes_read=0, failure=None)
