@@ -120,6 +120,23 @@ def _covered_jpeg_bytes(results: list[Any], local_of: dict[str, str]) -> float:
     return total / max(1, len(results))
 
 
+def _loader_rows(
+    add: Callable[..., None], factories: dict[str, Callable[[], Any]], quick: bool, per_patch: float, ceiling: float
+) -> None:
+    """2 DataLoader workers over local files, S3 (presigned reads) and S3 through s3fs."""
+    from wsistream.torch import benchmark_throughput
+
+    rates = {}
+    for name, factory in factories.items():
+        result = benchmark_throughput(factory, num_workers=2, n_batches=10 if quick else 25, batch_size=32)
+        rates[name] = result["patches_per_s"]
+    add("local files, 2 DataLoader workers", rates["local"], "patches/s")
+    add("S3, 2 DataLoader workers", rates["S3"], "patches/s", ratio=round(rates["S3"] / rates["local"], 3),
+        of_ceiling=round(rates["S3"] * per_patch / ceiling, 3))  # fmt: skip
+    add("S3, 2 DataLoader workers, s3_reads='fsspec'", rates["S3 fsspec"], "patches/s",
+        ratio=round(rates["S3 fsspec"] / rates["local"], 3))  # fmt: skip
+
+
 def run_remote_bench(
     cache_dir: Path | None = None, *, quick: bool = False, latency_s: float = 0.02, loader: bool = True
 ) -> list[dict[str, Any]]:
@@ -177,15 +194,5 @@ def run_remote_bench(
         add("bytes per patch (pool open)", warm["bytes_per_patch"], "bytes", covered_jpeg_bytes=round(covered),
             ratio=round(warm["bytes_per_patch"] / covered, 3))  # fmt: skip
         if loader:
-            from wsistream.torch import benchmark_throughput
-
-            rates = {}
-            for name, factory in (("local", local), ("S3", remote), ("S3 fsspec", via_fsspec)):
-                result = benchmark_throughput(factory, num_workers=2, n_batches=10 if quick else 25, batch_size=32)
-                rates[name] = result["patches_per_s"]
-            add("local files, 2 DataLoader workers", rates["local"], "patches/s")
-            add("S3, 2 DataLoader workers", rates["S3"], "patches/s", ratio=round(rates["S3"] / rates["local"], 3),
-                of_ceiling=round(rates["S3"] * per_patch / ceiling, 3))  # fmt: skip
-            add("S3, 2 DataLoader workers, s3_reads='fsspec'", rates["S3 fsspec"], "patches/s",
-                ratio=round(rates["S3 fsspec"] / rates["local"], 3))  # fmt: skip
+            _loader_rows(add, {"local": local, "S3": remote, "S3 fsspec": via_fsspec}, quick, per_patch, ceiling)
     return rows
