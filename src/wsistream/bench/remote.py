@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wsistream.backends import TiffSlideBackend
 from wsistream.backends._jpeg_tiles import JpegTileReader
@@ -156,9 +157,10 @@ def run_remote_bench(
         tempfile.TemporaryDirectory(prefix="wsistream-ifd-") as ifd_cache,
     ):
         urls = s3.upload(pool, prefix="pool/")
-        key = urls[0].split("/", 3)[3]
-        ceiling = _request_ceiling(proxy.endpoint_url, f"/{s3.bucket}/{key}", Path(pool[0]).stat().st_size)
         storage = StorageConfig(options=s3_options(proxy.endpoint_url), cache_dir=ifd_cache)
+        # signed as our client signs (moto refuses anonymous GETs of objects uploaded in one PUT)
+        signed = urlsplit(storage.filesystem(urls[0]).url(urls[0], expires=3600))
+        ceiling = _request_ceiling(proxy.endpoint_url, f"{signed.path}?{signed.query}", Path(pool[0]).stat().st_size)
         local = functools.partial(build_pipeline, "phikon-v2", pool, cycle=False, backend=TiffSlideBackend())
         remote = functools.partial(
             build_pipeline, "phikon-v2", urls, cycle=False, backend=TiffSlideBackend(storage=storage)

@@ -1,0 +1,27 @@
+"""``wsistream bench --remote --quick``: the remote rows are produced against loopback S3 (numbers not judged)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from wsistream.cli.main import app
+
+
+def test_quick_remote_bench_writes_every_row(tmp_path):
+    out = tmp_path / "remote.json"
+    args = ["bench", "--remote", "--quick", "--no-loader", "--cache-dir", str(tmp_path / "slides"), "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    # the raw probe signs its GETs as the client does (an anonymous GET of a small object is refused: 403)
+    assert rows["raw ranged-request ceiling (server + proxy)"]["value"] > 0
+    local, warm = rows["local files, 1 process"], rows["S3, 1 process (directory cache warm)"]
+    assert abs(warm["ratio"] - warm["value"] / local["value"]) <= 0.01 * warm["ratio"]
+    fsspec = rows["S3, 1 process, s3_reads='fsspec' (s3fs client)"]
+    speedup = fsspec["presigned_over_fsspec"]
+    assert abs(speedup - warm["value"] / fsspec["value"]) <= 0.01 * speedup
+    assert 0 < rows["requests per patch (pool open)"]["value"] <= 1.5
+    assert rows["bytes per patch (pool open)"]["covered_jpeg_bytes"] > 0
+    assert 0 < rows["time to first patch, S3 cold"]["value"] < 30
