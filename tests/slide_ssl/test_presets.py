@@ -147,7 +147,7 @@ def test_table_covers_every_method_setting():
     }
     wsistream_rules = {
         "crops.local_max_tiles", "crops.grid_positions", "crops.min_tiles", "crops.max_tries",
-        "objective.dino_weight", "optim.scale_with_accumulation",
+        "crops.position_shift", "objective.dino_weight", "optim.scale_with_accumulation",
     }  # fmt: skip
     for method, table in PRESETS.items():
         covered = {attr for attr, _, _ in table}

@@ -141,6 +141,9 @@ class CropConfig:
     ``grid_positions``: positions the encoder sees in grid mode, ``"original"`` tile-grid positions
     (what the reference returns) or ``"compact"`` square-grid positions.
     ``min_tiles`` and ``max_tries`` are wsistream's rule for tiny slides and empty crops (see :mod:`.crops`).
+    ``position_shift`` (wsistream's, not the references'; 0 = off, their behaviour): every crop's positions
+    are translated by its own ``(dx, dy)``, uniform in ``0 .. position_shift`` grid units, so that two crops of
+    a slide do not share where the slide lies on the glass and the objective cannot match them by it.
     """
 
     mode: Literal["coords", "grid"] = "coords"
@@ -153,6 +156,7 @@ class CropConfig:
     grid_positions: Literal["original", "compact"] = "original"
     min_tiles: int = 16
     max_tries: int = 10
+    position_shift: int = 0
 
     def __post_init__(self) -> None:
         _check(self.mode in ("coords", "grid"), f"mode={self.mode!r}; pass 'coords' or 'grid'")
@@ -167,6 +171,7 @@ class CropConfig:
         _check(self.local_cap >= 1, f"local_max_tiles resolves to {self.local_cap}; pass local_max_tiles >= 1")
         _check(self.min_tiles >= 1, f"min_tiles must be >= 1, got {self.min_tiles}")
         _check(self.max_tries >= 1, f"max_tries must be >= 1, got {self.max_tries}")
+        _check(self.position_shift >= 0, f"position_shift must be >= 0 (0 = off), got {self.position_shift}")
 
     @property
     def local_cap(self) -> int:
