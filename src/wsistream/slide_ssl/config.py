@@ -190,6 +190,12 @@ class ObjectiveConfig:
     without warm-up, momentum 0.996 (run_main.sh), student temperature 0.1 and centre momentum 0.9
     (``DINOLoss`` in SLP ``dino/main.py``). DINOv2 additions: iBOT weight 1, mask probability 0.5, ratio
     (0.1, 0.5), shared head, teacher temperature 0.04 -> 0.07, momentum 0.992 (DINOv2 ssl_default_config.yaml).
+
+    ``teacher_dropout``: whether the teacher runs in train mode, i.e. with the encoder's dropout. DINO preset
+    ``True``: SLP ``dino/main.py`` builds the teacher as it builds the student, ``slide_enc12l768d(**vars(args))``
+    with ``--dropout`` (run_main.sh ``DROPOUT=0.1``), and never puts it in eval mode (facebookresearch/dino
+    ``main_dino.py`` does the same, but its teacher ViT has no dropout). DINOv2 presets ``False``:
+    ``SSLMetaArch.train`` calls ``self.teacher.eval()`` (SLP ``dinov2/train/ssl_meta_arch.py``).
     """
 
     out_dim: int = 8192
@@ -211,6 +217,7 @@ class ObjectiveConfig:
     mask_probability: float = 0.5
     mask_ratio: tuple[float, float] = (0.1, 0.5)
     koleo_weight: float = 0.0
+    teacher_dropout: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask_ratio", tuple(float(v) for v in self.mask_ratio))
@@ -367,6 +374,7 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
             momentum_teacher=0.992,
             ibot_weight=1.0,
             koleo_weight=0.0,
+            teacher_dropout=False,
         )
         opt = OptimConfig(
             base_lr=2e-4,
@@ -389,6 +397,7 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
             ibot_separate_head=True,
             ibot_out_dim=65536,
             koleo_weight=0.0,
+            teacher_dropout=False,
         )
         opt = OptimConfig(
             base_lr=4e-3,
