@@ -100,6 +100,25 @@ def test_multi_crop_counts_caps_and_equalisation():
     assert len({len(c) for c in loc}) == 1 and len(loc[0]) <= 100
 
 
+def test_position_shift_translates_each_crop_as_a_whole_and_keeps_its_tiles():
+    grid = _irregular_grid(w=40, h=40, keep=0.9)
+    plain, shifted = CropConfig(n_local=4), CropConfig(n_local=4, position_shift=7)
+    for seed in range(5):
+        g0, l0 = multi_crop(grid, plain, np.random.default_rng(seed))
+        g1, l1 = multi_crop(grid, shifted, np.random.default_rng(seed))
+        offsets = set()
+        for a, b in zip(g0 + l0, g1 + l1, strict=True):
+            np.testing.assert_array_equal(a.indices, b.indices)  # same tiles: the shift is drawn after cropping
+            np.testing.assert_array_equal(a.positions, grid[a.indices])
+            d = b.positions - a.positions
+            assert (d == d[0]).all() and d.min() >= 0 and d.max() <= 7  # one translation per crop
+            np.testing.assert_array_equal(b.layout, a.layout)  # masking frame unchanged
+            offsets.add(tuple(d[0].tolist()))
+        assert len(offsets) > 1  # crops of one slide get their own shifts
+    with pytest.raises(ValueError, match="position_shift must be >= 0"):
+        CropConfig(position_shift=-1)
+
+
 @pytest.mark.parametrize("n_masked", [0, 1, 7, 40, 99, 100])
 def test_block_mask_masks_exactly_the_target(n_masked):
     grid = _irregular_grid()[:100]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsistream.slide_ssl.learning import learning_check
+from wsistream.slide_ssl.learning import learning_check, small_config, with_overrides
 
 
 @pytest.mark.slow
@@ -35,3 +35,14 @@ def test_kfold_splits_test_every_slide_once_and_keep_parts_disjoint():
     assert [s.test.tolist() for s in kfold_splits(23, folds=10, seed=3)] == [s.test.tolist() for s in splits]
     with pytest.raises(ValueError, match="folds <= number of slides"):
         kfold_splits(5, folds=10)
+
+
+def test_with_overrides_replaces_dotted_fields_and_keeps_the_rest():
+    base = small_config("dino")
+    cfg = with_overrides(base, {"batch_size": 16, "crops.position_shift": 32, "objective.dino_weight": 0.5})
+    assert (cfg.batch_size, cfg.crops.position_shift, cfg.objective.dino_weight) == (16, 32, 0.5)
+    assert cfg.crops.n_local == base.crops.n_local and cfg.encoder == base.encoder and cfg.optim == base.optim
+    with pytest.raises(ValueError, match="position_shift must be >= 0"):
+        with_overrides(base, {"crops.position_shift": -1})  # the part's own checks run
+    with pytest.raises(ValueError, match="pass encoder"):
+        with_overrides(base, {"head.out_dim": 4})

@@ -123,7 +123,7 @@ def test_forward_loss_and_teacher_update(method, tiny_config, feature_dir):
     cfg = dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, koleo_weight=0.1))
     torch.manual_seed(0)
     model = SSLModel(cfg).train()
-    assert not model.teacher.training
+    assert model.teacher.training == (method == "dino")  # teacher_dropout: SLP dino never calls teacher.eval()
     cohort = SlideTokenCohort.scan(feature_dir, min_tiles=8)
     batch = build_view_batch(
         [cohort.load(i) for i in range(3)],
@@ -159,3 +159,19 @@ def test_param_groups(tiny_config):
     assert by_param[id(enc.norm.weight)]["wd_multiplier"] == 0.0
     assert by_param[id(enc.layers[0].fc1.weight)]["wd_multiplier"] == 1.0
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.student.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("method", ["dino", "dinov2"])
+def test_teacher_dropout_follows_the_preset(method, tiny_config, feature_dir):
+    """SLP dino's teacher runs with the student's dropout; DINOv2's SSLMetaArch.train keeps it in eval."""
+    cfg = tiny_config(method)
+    cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, dropout=0.5))
+    model = SSLModel(cfg).train()
+    s = SlideTokenCohort.scan(feature_dir, min_tiles=8).load(0)
+    x, pos = torch.from_numpy(s.features)[None], torch.from_numpy(s.grid)[None]
+    with torch.no_grad():
+        a, b = (model.teacher["backbone"](x, pos).cls for _ in range(2))
+        assert (not torch.equal(a, b)) == cfg.objective.teacher_dropout == (method == "dino")
+        model.eval()
+        assert not model.teacher.training
+        torch.testing.assert_close(model.teacher["backbone"](x, pos).cls, model.teacher["backbone"](x, pos).cls)

@@ -56,6 +56,7 @@ PRESETS: dict[str, list[tuple[str, object, str]]] = {
         ("objective.teacher_temp_warmup_frac", 0.0, "SLP dino/run_main.sh:10 WARMUP_TEACHER_TEMP_EPOCHS=0"),
         ("objective.ibot_weight", 0.0, "DINO has no iBOT term (dino/main.py DINOLoss only)"),
         ("objective.koleo_weight", 0.0, "DINO has no KoLeo term"),
+        ("objective.teacher_dropout", True, "SLP dino/main.py: teacher built like the student, never .eval()"),
         ("optim.base_lr", 5e-4, "SLP dino/run_main.sh:18 LR=0.0005"),
         ("optim.lr_scaling", "linear_256", "SLP dino/main.py:122 lr * batch / 256"),
         ("optim.warmup_frac", 0.1, "SLP dino/run_main.sh:19 WARMUP_EPOCHS=1 of EPOCHS=10"),
@@ -81,6 +82,7 @@ PRESETS: dict[str, list[tuple[str, object, str]]] = {
         ("objective.mask_probability", 0.5, "V2DEF:52"),
         ("objective.mask_ratio", (0.1, 0.5), "V2DEF:53-55"),
         ("objective.koleo_weight", 0.0, "SLP dinov2/configs/train/slide_encoder.yaml:12"),
+        ("objective.teacher_dropout", False, "SLP dinov2/train/ssl_meta_arch.py SSLMetaArch.train: teacher.eval()"),
         ("optim.base_lr", 2e-4, "SLP dinov2/configs/train/slide_encoder.yaml:20"),
         ("optim.lr_scaling", "sqrt_1024", "SLP dinov2/configs/train/slide_encoder.yaml:26"),
         ("optim.warmup_frac", 0.1, "SLP dinov2/configs/train/slide_encoder.yaml:22 (1 of 10 epochs)"),
@@ -107,6 +109,7 @@ PRESETS: dict[str, list[tuple[str, object, str]]] = {
         ("objective.mask_probability", 0.5, "V2NEW slide_encoder.yaml:10"),
         ("objective.mask_ratio", (0.1, 0.5), "V2NEW slide_encoder.yaml:11-13"),
         ("objective.koleo_weight", 0.0, "V2NEW slide_encoder.yaml:17"),
+        ("objective.teacher_dropout", False, "V2NEW dinov2/train/ssl_meta_arch.py SSLMetaArch.train: teacher.eval()"),
         ("optim.base_lr", 4e-3, "V2NEW slide_encoder.yaml:26"),
         ("optim.lr_scaling", "sqrt_1024", "V2NEW slide_encoder.yaml:32"),
         ("optim.warmup_frac", 0.0, "V2NEW slide_encoder.yaml:28"),
@@ -147,7 +150,7 @@ def test_table_covers_every_method_setting():
     }
     wsistream_rules = {
         "crops.local_max_tiles", "crops.grid_positions", "crops.min_tiles", "crops.max_tries",
-        "objective.dino_weight", "optim.scale_with_accumulation",
+        "crops.position_shift", "objective.dino_weight", "optim.scale_with_accumulation",
     }  # fmt: skip
     for method, table in PRESETS.items():
         covered = {attr for attr, _, _ in table}

@@ -36,11 +36,12 @@ def _pair_similarity(cohort: SlideTokenCohort, i: int) -> tuple[float, float]:
     return float(np.mean(sims[0])), float(np.mean(sims[1]))
 
 
+@pytest.mark.parametrize("noise", [1.0, 0.1])  # unique tiles; a two-word vocabulary (background, motif)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_mean_pooling_is_at_chance_while_the_arrangement_decides_the_label(layout, tmp_path):
+def test_mean_pooling_is_at_chance_while_the_arrangement_decides_the_label(layout, noise, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    syn = make_arrangement_cohort(tmp_path, n_slides=160, layout=layout, origin_range=0, seed=1)
+    syn = make_arrangement_cohort(tmp_path, n_slides=160, layout=layout, origin_range=0, noise=noise, seed=1)
     cohort = SlideTokenCohort.scan(syn.root)
     y = syn.labels[[syn.slide_ids.index(s) for s in cohort.slide_ids], 0]
     means = np.stack([cohort.load(i).features.mean(0) for i in range(len(cohort))])

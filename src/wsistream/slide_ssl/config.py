@@ -141,6 +141,9 @@ class CropConfig:
     ``grid_positions``: positions the encoder sees in grid mode, ``"original"`` tile-grid positions
     (what the reference returns) or ``"compact"`` square-grid positions.
     ``min_tiles`` and ``max_tries`` are wsistream's rule for tiny slides and empty crops (see :mod:`.crops`).
+    ``position_shift`` (wsistream's, not the references'; 0 = off, their behaviour): every crop's positions
+    are translated by its own ``(dx, dy)``, uniform in ``0 .. position_shift`` grid units, so that two crops of
+    a slide do not share where the slide lies on the glass and the objective cannot match them by it.
     """
 
     mode: Literal["coords", "grid"] = "coords"
@@ -153,6 +156,7 @@ class CropConfig:
     grid_positions: Literal["original", "compact"] = "original"
     min_tiles: int = 16
     max_tries: int = 10
+    position_shift: int = 0
 
     def __post_init__(self) -> None:
         _check(self.mode in ("coords", "grid"), f"mode={self.mode!r}; pass 'coords' or 'grid'")
@@ -167,6 +171,7 @@ class CropConfig:
         _check(self.local_cap >= 1, f"local_max_tiles resolves to {self.local_cap}; pass local_max_tiles >= 1")
         _check(self.min_tiles >= 1, f"min_tiles must be >= 1, got {self.min_tiles}")
         _check(self.max_tries >= 1, f"max_tries must be >= 1, got {self.max_tries}")
+        _check(self.position_shift >= 0, f"position_shift must be >= 0 (0 = off), got {self.position_shift}")
 
     @property
     def local_cap(self) -> int:
@@ -185,6 +190,12 @@ class ObjectiveConfig:
     without warm-up, momentum 0.996 (run_main.sh), student temperature 0.1 and centre momentum 0.9
     (``DINOLoss`` in SLP ``dino/main.py``). DINOv2 additions: iBOT weight 1, mask probability 0.5, ratio
     (0.1, 0.5), shared head, teacher temperature 0.04 -> 0.07, momentum 0.992 (DINOv2 ssl_default_config.yaml).
+
+    ``teacher_dropout``: whether the teacher runs in train mode, i.e. with the encoder's dropout. DINO preset
+    ``True``: SLP ``dino/main.py`` builds the teacher as it builds the student, ``slide_enc12l768d(**vars(args))``
+    with ``--dropout`` (run_main.sh ``DROPOUT=0.1``), and never puts it in eval mode (facebookresearch/dino
+    ``main_dino.py`` does the same, but its teacher ViT has no dropout). DINOv2 presets ``False``:
+    ``SSLMetaArch.train`` calls ``self.teacher.eval()`` (SLP ``dinov2/train/ssl_meta_arch.py``).
     """
 
     out_dim: int = 8192
@@ -206,6 +217,7 @@ class ObjectiveConfig:
     mask_probability: float = 0.5
     mask_ratio: tuple[float, float] = (0.1, 0.5)
     koleo_weight: float = 0.0
+    teacher_dropout: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask_ratio", tuple(float(v) for v in self.mask_ratio))
@@ -362,6 +374,7 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
             momentum_teacher=0.992,
             ibot_weight=1.0,
             koleo_weight=0.0,
+            teacher_dropout=False,
         )
         opt = OptimConfig(
             base_lr=2e-4,
@@ -384,6 +397,7 @@ def method_preset(method: str, **overrides: Any) -> PretrainConfig:
             ibot_separate_head=True,
             ibot_out_dim=65536,
             koleo_weight=0.0,
+            teacher_dropout=False,
         )
         opt = OptimConfig(
             base_lr=4e-3,

@@ -26,6 +26,10 @@ among those containing a uniformly drawn tile. A crop therefore always holds at
 least one tile. Slides with fewer than ``min_tiles`` tiles never reach this
 module (:mod:`.data` skips and records them).
 
+Position shift (``CropConfig.position_shift``, off by default; not in the references): after cropping,
+each crop's encoder positions are translated by its own ``(dx, dy)`` uniform in ``0 .. position_shift``,
+drawn from the same generator after all crops, so the crops' tiles are those of an unshifted run.
+
 Block masking: BEiT/DINOv2 ``MaskingGenerator`` adapted to a sparse token set:
 rectangles of random area and aspect ratio (log-uniform in [0.3, 1/0.3]) are
 placed in the crop's layout frame around a random unmasked token until exactly
@@ -167,7 +171,14 @@ def multi_crop(grid: np.ndarray, cfg: CropConfig, rng: np.random.Generator) -> t
     locals_ = [one(cfg.local_scale, cfg.local_cap) for _ in range(cfg.n_local)]
     if cfg.equalize:
         globals_, locals_ = _equalize(globals_, rng), _equalize(locals_, rng)
+    if cfg.position_shift:
+        globals_, locals_ = ([_shifted(c, cfg.position_shift, rng) for c in g] for g in (globals_, locals_))
     return globals_, locals_
+
+
+def _shifted(crop: TileCrop, shift: int, rng: np.random.Generator) -> TileCrop:
+    """The crop with its encoder positions translated by one ``(dx, dy)`` uniform in ``0 .. shift``."""
+    return replace(crop, positions=crop.positions + rng.integers(0, shift + 1, size=2))
 
 
 def block_mask(layout: np.ndarray, n_masked: int, rng: np.random.Generator) -> np.ndarray:

@@ -59,6 +59,27 @@ def small_config(method: str = "dino", steps: int = 150, in_dim: int = 16, seed:
     )
 
 
+def with_overrides(cfg: PretrainConfig, overrides: dict[str, Any]) -> PretrainConfig:
+    """``cfg`` with dotted fields replaced, e.g. ``{"batch_size": 16, "crops.position_shift": 32}``.
+
+    One level of nesting (``part.field``), as :class:`~.config.PretrainConfig` has; each part is rebuilt with
+    :func:`dataclasses.replace`, so its ``__post_init__`` checks the new value.
+    """
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        part, _, name = key.rpartition(".")
+        if part:
+            nested.setdefault(part, {})[name] = value
+        else:
+            top[key] = value
+    for part, fields in nested.items():
+        if part not in ("encoder", "crops", "objective", "optim"):
+            raise ValueError(f"override {part}.*: pass encoder.*, crops.*, objective.*, optim.* or a top-level field")
+        top[part] = dataclasses.replace(getattr(cfg, part), **fields)
+    return dataclasses.replace(cfg, **top)
+
+
 def _summary_row(scores: ProbeScores) -> dict[str, Any]:
     s = scores.summary()
     return {"name": s["name"], "auroc_mean": s["auroc_mean"], "auroc_std": s["auroc_std"]}
@@ -77,12 +98,14 @@ def learning_check(
     abmil: bool = True,
     cohort: str = "xor",
     cohort_kw: dict[str, Any] | None = None,
+    config_kw: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the comparison in ``root`` (cohort in ``root/features``, run in ``root/run``); returns the table.
 
     ``cohort="xor"``: :func:`~.synthetic.make_spatial_cohort` (stripe motifs, label A xor B; ABMIL can solve
     it tile by tile); ``"arrangement"``: :func:`~.synthetic.make_arrangement_cohort` (label = arrangement
-    only). ``cohort_kw`` are passed to the generator.
+    only). ``cohort_kw`` are passed to the generator, ``config_kw`` to :func:`with_overrides` of
+    :func:`small_config`.
     """
     from wsistream.slide_ssl.synthetic import make_arrangement_cohort, make_spatial_cohort
     from wsistream.slide_ssl.train import pretrain
@@ -93,7 +116,7 @@ def learning_check(
     make = make_spatial_cohort if cohort == "xor" else make_arrangement_cohort
     syn = make(root / "features", n_slides=n_slides, seed=data_seed, **(cohort_kw or {}))
     slides = SlideTokenCohort.scan(syn.root)
-    cfg = small_config(method, steps, slides.dim)
+    cfg = with_overrides(small_config(method, steps, slides.dim), config_kw or {})
     res = pretrain(slides, root / "run", cfg, progress=False, resume=False)
     y = syn.labels[[syn.slide_ids.index(s) for s in slides.slide_ids]].astype(float)
     splits = reference_splits(len(slides), repeats=repeats, seed=data_seed)
@@ -143,6 +166,14 @@ def _main(argv: Sequence[str] | None = None) -> None:
         default={},
         help='JSON keywords of the cohort generator, e.g. \'{"layout": "stripes"}\' [{}]',
     )
+    ap.add_argument(
+        "--config-kw",
+        type=json.loads,
+        default={},
+        help='JSON overrides of small_config, dotted, e.g. \'{"batch_size": 16, "crops.position_shift": 32}\' [{}]',
+    )
+    ap.add_argument("--n-slides", type=int, default=48, help="slides per cohort [48]")
+    ap.add_argument("--repeats", type=int, default=10, help="reference splits [10]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads [2]")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -150,7 +181,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
     for ds in args.data_seeds:
         r = learning_check(
             args.out / f"data{ds}", data_seed=ds, init_seeds=range(args.init_seeds), method=args.method,
-            steps=args.steps, cohort=args.cohort, cohort_kw=args.cohort_kw,
+            steps=args.steps, n_slides=args.n_slides, repeats=args.repeats, cohort=args.cohort,
+            cohort_kw=args.cohort_kw, config_kw=args.config_kw,
         )  # fmt: skip
         results.append(r)
         print(json.dumps(r, indent=1), flush=True)

@@ -62,9 +62,9 @@ class SSLModel(nn.Module):
         self.ibot_center = Centering(ibot_dim, o.center_momentum) if self.do_ibot else None
 
     def train(self, mode: bool = True) -> SSLModel:
-        """Train the student; the teacher always stays in eval mode."""
+        """Train the student; the teacher follows only with ``objective.teacher_dropout``, else stays in eval."""
         super().train(mode)
-        self.teacher.eval()
+        self.teacher.train(mode and self.cfg.objective.teacher_dropout)
         return self
 
     def _ibot_head(self, part: nn.ModuleDict) -> nn.Module:

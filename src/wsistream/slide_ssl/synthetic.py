@@ -109,6 +109,7 @@ def make_arrangement_cohort(
     tile_size: int = 256,
     origin_range: int = 32,
     layout: str = "halves",
+    noise: float = 1.0,
     seed: int = 0,
 ) -> SyntheticCohort:
     """Write ``n_slides`` ``.h5`` files whose label is a property of the tiles' arrangement only, and ``labels.csv``.
@@ -125,6 +126,11 @@ def make_arrangement_cohort(
 
     ``origin_range``: tissue offset on the glass, drawn from ``0 .. origin_range`` tiles per axis (so absolute
     grid positions carry no label information; 0 puts every slide's corner at grid (0, 0)).
+
+    ``noise``: standard deviation of the per-tile Gaussian noise. At 1 every tile is unique, so the tiles
+    themselves tell two slides apart; small values (0.1) make the tiles a two-word vocabulary (background,
+    motif), so that a slide's only signature is its arrangement (and, unless an objective is kept from it,
+    where it lies on the glass).
     """
     if layout not in ("stripes", "halves", "clusters"):
         raise ValueError(f"layout={layout!r}; pass 'stripes', 'halves' or 'clusters'")
@@ -142,7 +148,7 @@ def make_arrangement_cohort(
         yy, xx = np.mgrid[0:side, 0:side]
         gx, gy = xx.ravel(), yy.ravel()
         on = _layout_mask(layout, side, gx, gy, bool(labels[s, 0]), rng)
-        feats = rng.normal(size=(gx.size, dim))
+        feats = noise * rng.normal(size=(gx.size, dim))
         feats[on] += motif
         origin = rng.integers(0, origin_range + 1, size=2)
         coords = (np.stack([gx, gy], 1) + origin) * tile_size
