@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from wsistream.features.formats import write_h5
-from wsistream.slide_ssl.config import EncoderConfig, PretrainConfig, method_preset
+from wsistream.slide_ssl.config import EncoderConfig, PretrainConfig
+from wsistream.slide_ssl.presets import method_preset
 
 
 @pytest.fixture(autouse=True)

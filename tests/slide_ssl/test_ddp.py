@@ -14,7 +14,8 @@ SCRIPT = textwrap.dedent(
     """
     import dataclasses, json, os, sys
     import torch
-    from wsistream.slide_ssl.config import EncoderConfig, method_preset
+    from wsistream.slide_ssl.config import EncoderConfig
+    from wsistream.slide_ssl.presets import method_preset
     from wsistream.slide_ssl.objective import SSLModel
     from wsistream.slide_ssl.train import pretrain
 

@@ -16,12 +16,12 @@ from wsistream.slide_ssl.config import (
     EncoderConfig,
     ObjectiveConfig,
     OptimConfig,
-    method_preset,
     segment_lengths_for,
 )
 from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.losses import Centering, cosine_schedule, dino_loss, koleo_loss
 from wsistream.slide_ssl.objective import SSLModel, build_schedules
+from wsistream.slide_ssl.presets import method_preset
 
 
 def test_reference_presets():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsistream.slide_ssl.config import method_preset
+from wsistream.slide_ssl.presets import method_preset
 
 # (attribute path, expected, where the reference sets it)
 _SHARED_ENCODER = [

@@ -16,7 +16,7 @@ _EXPORTS: dict[str, str] = {
     "OptimConfig": "config",
     "PretrainConfig": "config",
     "METHODS": "config",
-    "method_preset": "config",
+    "method_preset": "presets",
     "segment_lengths_for": "config",
     # encoder
     "dilated_attention": "attention",

@@ -129,8 +129,8 @@ def _pretrain_inputs(
 
     The option groups are the config's sections; a value the config refuses is a ``BadParameter``.
     """
-    from wsistream.slide_ssl.config import method_preset
     from wsistream.slide_ssl.data import SlideTokenCohort, read_slide_ids
+    from wsistream.slide_ssl.presets import method_preset
 
     try:
         cfg = method_preset(method, **run, precision=precision)

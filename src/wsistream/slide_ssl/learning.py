@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsistream.slide_ssl.config import EncoderConfig, PretrainConfig, method_preset
+from wsistream.slide_ssl.config import EncoderConfig, PretrainConfig
 from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.encoder import SlideEncoder
+from wsistream.slide_ssl.presets import method_preset
 from wsistream.slide_ssl.probe import ProbeScores, abmil_probe, embed_slides, linear_probe, reference_splits
 
 

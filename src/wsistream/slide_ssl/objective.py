@@ -41,7 +41,8 @@ class SSLModel(nn.Module):
 
     Examples
     --------
-    >>> from wsistream.slide_ssl.config import method_preset, EncoderConfig
+    >>> from wsistream.slide_ssl.config import EncoderConfig
+    >>> from wsistream.slide_ssl.presets import method_preset
     >>> cfg = method_preset("dino", encoder=EncoderConfig(in_dim=8, dim=16, depth=1, heads=2, ffn_dim=32))
     >>> model = SSLModel(cfg)
     >>> sorted(model.student.keys())
