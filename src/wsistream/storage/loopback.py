@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 #: Faults :meth:`FaultProxy.inject` understands.
 FAULT_KINDS = ("reset", "stall", "403", "404", "503", "truncate")
@@ -133,7 +133,30 @@ class _Fault:
     match: Callable[[str, str, dict[str, str]], bool]
 
 
-class FaultProxy:
+class _ThreadServed:
+    """A ``ThreadingHTTPServer`` on 127.0.0.1, served from a daemon thread between ``__enter__`` and ``__exit__``."""
+
+    _server: ThreadingHTTPServer
+    _thread: threading.Thread | None
+
+    def _listen(self, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class FaultProxy(_ThreadServed):
     """HTTP proxy on loopback in front of ``upstream`` with added latency and injected faults.
 
     Parameters
@@ -161,26 +184,13 @@ class FaultProxy:
         self.requests = 0
         self.ranged_requests = 0
         self.bytes_sent = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._listen(port, self._handler_class())
 
     @property
     def endpoint_url(self) -> str:
         """Where clients connect."""
         host, port = self._server.server_address[:2]
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
-
-    def __enter__(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def inject(self, kind: str, count: int = 1, *, key: str | None = None, ranged_only: bool = True) -> None:
         """Answer the next ``count`` matching requests with fault ``kind`` (:data:`FAULT_KINDS`).

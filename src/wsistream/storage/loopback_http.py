@@ -15,15 +15,15 @@ import re
 import ssl
 import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from wsistream.storage.loopback import _free_port
+from wsistream.storage.loopback import _free_port, _ThreadServed
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
-class RangeFileServer:
+class RangeFileServer(_ThreadServed):
     """Objects served by URL path over HTTP(S) on loopback; ``with RangeFileServer() as web: web.put(...)``.
 
     Parameters
@@ -35,12 +35,10 @@ class RangeFileServer:
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._listen(0, self._handler_class())
         if ssl_context is not None:
             self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
         self.scheme = "http" if ssl_context is None else "https"
-        self._thread: threading.Thread | None = None
         #: GETs with a ``Range`` header answered so far.
         self.ranged_requests = 0
 
@@ -48,17 +46,6 @@ class RangeFileServer:
     def endpoint_url(self) -> str:
         """``scheme://127.0.0.1:port`` (TLS certificates for ``127.0.0.1`` must name that IP)."""
         return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> RangeFileServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def put(self, path: str, data: bytes) -> str:
         """Serve ``data`` at ``/path`` (replacing what was there); returns its URL."""
