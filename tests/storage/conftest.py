@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from wsistream.storage import StorageConfig
@@ -19,8 +21,13 @@ def s3_server():
 @pytest.fixture(scope="session")
 def s3_slides(s3_server, shared_slide):
     """name -> (local path, s3 URL) of the shared slides uploaded under ``cohort/``."""
+    return _uploaded(s3_server, shared_slide)
+
+
+def _uploaded(server, shared_slide):
+    """name -> (local path, URL) of :data:`SLIDES` uploaded to ``server`` under ``cohort/``."""
     local = [shared_slide(name) for name in SLIDES]
-    urls = s3_server.upload(local, prefix="cohort/")
+    urls = server.upload(local, prefix="cohort/")
     return {name: (path, url) for name, path, url in zip(SLIDES, local, urls)}
 
 
@@ -33,9 +40,13 @@ def _session_proxy(s3_server):
 @pytest.fixture
 def proxy(_session_proxy):
     """The fault proxy, with no faults pending before and after the test."""
-    _session_proxy.clear()
-    yield _session_proxy
-    _session_proxy.clear()
+    yield from _cleared(_session_proxy)
+
+
+def _cleared(proxy):
+    proxy.clear()
+    yield proxy
+    proxy.clear()
 
 
 @pytest.fixture
@@ -57,9 +68,7 @@ def gcs_server():
 @pytest.fixture(scope="session")
 def gcs_slides(gcs_server, shared_slide):
     """name -> (local path, gs URL) of the shared slides uploaded under ``cohort/``."""
-    local = [shared_slide(name) for name in SLIDES]
-    urls = gcs_server.upload(local, prefix="cohort/")
-    return {name: (path, url) for name, path, url in zip(SLIDES, local, urls)}
+    return _uploaded(gcs_server, shared_slide)
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +90,7 @@ def _web_proxy(web_server):
 @pytest.fixture
 def web_proxy(_web_proxy):
     """The fault proxy in front of :func:`web_server`, with no faults pending before and after the test."""
-    _web_proxy.clear()
-    yield _web_proxy
-    _web_proxy.clear()
+    yield from _cleared(_web_proxy)
 
 
 def fast_faults(options, tmp_path):
@@ -97,19 +104,16 @@ def storage_for(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def seeded():
-    """``seeded(slides, backend)``: the patches of a fixed-seed random pool (compare remote with local)."""
-    return _seeded_stream
+def seeded_pipeline():
+    """``seeded_pipeline(slides, backend, **kw)``: the fixed-seed random pool the remote tests compare."""
+    return _seeded_pipeline
 
 
-def _seeded_stream(slides, backend, n=12):
-    """``n`` (name, x0, y0, level, read_size, image) of a fixed-seed random pool over ``slides``."""
-    import itertools
-
+def _seeded_pipeline(slides, backend, **kw):
     from wsistream.pipeline import PatchPipeline
     from wsistream.sampling import RandomSampler
 
-    pipeline = PatchPipeline(
+    return PatchPipeline(
         slide_paths=slides,
         sampler=RandomSampler(patch_size=224, target_mpp=0.5),
         backend=backend,
@@ -119,9 +123,20 @@ def _seeded_stream(slides, backend, n=12):
         slide_sampling="random",
         cycle=True,
         seed=7,
+        **kw,
     )
+
+
+@pytest.fixture(scope="session")
+def seeded():
+    """``seeded(slides, backend)``: the patches of a fixed-seed random pool (compare remote with local)."""
+    return _seeded_stream
+
+
+def _seeded_stream(slides, backend, n=12):
+    """``n`` (name, x0, y0, level, read_size, image) of a fixed-seed random pool over ``slides``."""
     out = []
-    for r in itertools.islice(pipeline, n):
+    for r in itertools.islice(_seeded_pipeline(slides, backend), n):
         c = r.coordinate
         out.append((c.slide_path.rsplit("/", 1)[-1], c.x0, c.y0, c.level, c.read_size, r.image.tobytes()))
     return out

@@ -14,34 +14,19 @@ from wsistream.sampling import GridSampler, RandomSampler
 SVS = ("CMU-1-Small-Region.svs", "synthetic-40x.svs")
 
 
-def _pipeline(slides, backend, **kw):
-    return PatchPipeline(
-        slide_paths=slides,
-        sampler=RandomSampler(patch_size=224, target_mpp=0.5),
-        backend=backend,
-        pool_size=2,
-        patches_per_slide=6,
-        patches_per_visit=2,
-        slide_sampling="random",
-        cycle=True,
-        seed=7,
-        **kw,
-    )
-
-
 def _key(result):
     c = result.coordinate
     return (c.slide_path.rsplit("/", 1)[-1], c.x0, c.y0, c.level, c.read_size)
 
 
-def test_same_seed_same_patches_from_s3_as_from_a_local_copy(s3_slides, storage):
+def test_same_seed_same_patches_from_s3_as_from_a_local_copy(s3_slides, storage, seeded_pipeline):
     local = [s3_slides[n][0] for n in SVS]
     remote = [s3_slides[n][1] for n in SVS]
-    here = list(itertools.islice(_pipeline(local, TiffSlideBackend()), 30))
-    there_stream = iter(_pipeline(remote, TiffSlideBackend(storage=storage)))
+    here = list(itertools.islice(seeded_pipeline(local, TiffSlideBackend()), 30))
+    there_stream = iter(seeded_pipeline(remote, TiffSlideBackend(storage=storage)))
     there = list(itertools.islice(there_stream, 20))
     state = there_stream.state_dict()
-    there += list(itertools.islice(_pipeline(remote, TiffSlideBackend(storage=storage)).resume(state), 10))
+    there += list(itertools.islice(seeded_pipeline(remote, TiffSlideBackend(storage=storage)).resume(state), 10))
     assert [_key(r) for r in here] == [_key(r) for r in there]
     for a, b in zip(here, there, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
@@ -92,6 +77,6 @@ def test_grid_pass_through_two_dataloader_workers_matches_local(s3_slides, stora
     assert len(from_s3) >= 10 and from_s3 == tiles(local, TiffSlideBackend())  # 12 tiles at 2 µm/px
 
 
-def test_a_pipeline_with_urls_and_a_local_only_backend_fails_fast(s3_slides):
+def test_a_pipeline_with_urls_and_a_local_only_backend_fails_fast(s3_slides, seeded_pipeline):
     with pytest.raises(ValueError, match="reads local files only; pass backend=TiffSlideBackend"):
-        _pipeline([s3_slides[SVS[0]][1]], OpenSlideBackend())
+        seeded_pipeline([s3_slides[SVS[0]][1]], OpenSlideBackend())
