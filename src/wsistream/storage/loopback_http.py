@@ -33,7 +33,7 @@ class RangeFileServer(_ThreadServed):
     """
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._objects: dict[str, bytes] = {}
+        self._objects: dict[str, tuple[bytes, str]] = {}  # path -> (data, ETag), hashed once at put
         self._lock = threading.Lock()
         self._listen(0, self._handler_class())
         if ssl_context is not None:
@@ -49,8 +49,9 @@ class RangeFileServer(_ThreadServed):
 
     def put(self, path: str, data: bytes) -> str:
         """Serve ``data`` at ``/path`` (replacing what was there); returns its URL."""
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
         with self._lock:
-            self._objects[path.lstrip("/")] = bytes(data)
+            self._objects[path.lstrip("/")] = (bytes(data), etag)
         return f"{self.endpoint_url}/{path.lstrip('/')}"
 
     def upload(self, files: Iterable[str | os.PathLike[str]], prefix: str = "") -> list[str]:
@@ -66,17 +67,19 @@ class RangeFileServer(_ThreadServed):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # see _ProxyHandler
 
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
             def _answer(self) -> None:
                 with server._lock:
-                    data = server._objects.get(self.path.split("?", 1)[0].lstrip("/"))
-                if data is None:
+                    stored = server._objects.get(self.path.split("?", 1)[0].lstrip("/"))
+                if stored is None:
                     self._send(404, b"not found", {})
                     return
-                headers = {"ETag": f'"{hashlib.md5(data).hexdigest()}"', "Accept-Ranges": "bytes"}
+                data, etag = stored
+                headers = {"ETag": etag, "Accept-Ranges": "bytes"}
                 match = _RANGE.fullmatch(self.headers.get("Range", "").strip())
                 if match is None:
                     self._send(200, data, headers)
