@@ -1,4 +1,4 @@
-"""``wsistream bench --remote --quick``: the remote rows are produced against loopback S3 (numbers not judged)."""
+"""``wsistream bench --remote --quick``: the remote rows, against loopback S3 and https (numbers not judged)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ def test_quick_remote_bench_writes_every_row(tmp_path):
     assert 0 < rows["requests per patch (pool open)"]["value"] <= 1.5
     assert rows["bytes per patch (pool open)"]["covered_jpeg_bytes"] > 0
     assert 0 < rows["time to first patch, S3 cold"]["value"] < 30
+    # the same pool over https:// from the Range server in a child process, its own ceiling beside it
+    assert rows["raw ranged-request ceiling (https Range server + proxy)"]["value"] > 0
+    https = rows["https Range server, 1 process (directory cache warm)"]
+    assert abs(https["ratio"] - https["value"] / local["value"]) <= 0.01 * https["ratio"]
+    assert 0 < https["requests_per_patch"] <= 1.5

@@ -333,28 +333,25 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 
 
-class LatencyProxyProcess:
-    """A :class:`FaultProxy` with latency only, in a child process (benchmarks).
+class ChildServer:
+    """A loopback server in a child process, so its CPU does not share the measured process's GIL.
 
-    In-process, the proxy's threads parse and copy every request under the measured process's GIL,
-    which a client talking to a real object store never pays.  Counters come from the child over
-    :data:`STATS_PATH`; the child is terminated on exit.
+    Subclasses give ``_code`` (run as ``python -c _code PORT *_args()``, serving forever on PORT)
+    and ``_args``; the child is terminated on exit.
     """
 
-    def __init__(self, upstream: str, *, latency_s: float) -> None:
-        self.upstream = upstream
-        self.latency_s = float(latency_s)
+    _code = ""
+
+    def __init__(self) -> None:
         self._child: subprocess.Popen[bytes] | None = None
         self.endpoint_url = ""
 
-    def __enter__(self) -> LatencyProxyProcess:
+    def _args(self) -> list[str]:
+        return []
+
+    def __enter__(self) -> Self:
         port = _free_port()
-        code = (
-            "import sys; from wsistream.storage.loopback import FaultProxy; "
-            "p = FaultProxy(sys.argv[1], latency_s=float(sys.argv[2]), port=int(sys.argv[3])); "
-            "p._server.serve_forever()"
-        )
-        command = [sys.executable, "-c", code, self.upstream, str(self.latency_s), str(port)]
+        command = [sys.executable, "-c", self._code, str(port), *self._args()]
         self._child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port("127.0.0.1", port, self._child)
         self.endpoint_url = f"http://127.0.0.1:{port}"
@@ -364,6 +361,29 @@ class LatencyProxyProcess:
         if self._child is not None:
             self._child.terminate()
             self._child.wait(timeout=10)
+
+
+class LatencyProxyProcess(ChildServer):
+    """A :class:`FaultProxy` with latency only, in a child process (benchmarks).
+
+    In-process, the proxy's threads parse and copy every request under the measured process's GIL,
+    which a client talking to a real object store never pays.  Counters come from the child over
+    :data:`STATS_PATH`.
+    """
+
+    _code = (
+        "import sys; from wsistream.storage.loopback import FaultProxy; "
+        "p = FaultProxy(sys.argv[2], latency_s=float(sys.argv[3]), port=int(sys.argv[1])); "
+        "p._server.serve_forever()"
+    )
+
+    def __init__(self, upstream: str, *, latency_s: float) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.latency_s = float(latency_s)
+
+    def _args(self) -> list[str]:
+        return [self.upstream, str(self.latency_s)]
 
     def _counts(self) -> dict[str, int]:
         host, port = self.endpoint_url.split("://", 1)[1].rsplit(":", 1)
