@@ -80,3 +80,27 @@ def test_grid_pass_through_two_dataloader_workers_matches_local(s3_slides, stora
 def test_a_pipeline_with_urls_and_a_local_only_backend_fails_fast(s3_slides, seeded_pipeline):
     with pytest.raises(ValueError, match="reads local files only; pass backend=TiffSlideBackend"):
         seeded_pipeline([s3_slides[SVS[0]][1]], OpenSlideBackend())
+
+
+def test_each_next_position_is_prefetched_once_and_then_read(s3_slides, storage, monkeypatch):
+    """Two positions ahead after every patch, each asked for once, none past the slide's visit."""
+    from wsistream.backends.base import SlideHandle
+
+    asked = []
+    original = SlideHandle.prefetch_region
+
+    def recording(self, x0, y0, level, size):
+        asked.append((x0, y0))
+        original(self, x0, y0, level, size)
+
+    monkeypatch.setattr(SlideHandle, "prefetch_region", recording)
+    pipeline = PatchPipeline(
+        slide_paths=[s3_slides["synthetic-40x.svs"][1]],
+        sampler=RandomSampler(patch_size=224, target_mpp=0.5),
+        backend=TiffSlideBackend(storage=storage),
+        pool_size=1, patches_per_slide=20, cycle=False, seed=5,
+    )  # fmt: skip
+    read = [(r.coordinate.x0, r.coordinate.y0) for r in pipeline]
+    assert len(read) == 20
+    # after patch k the positions of patches k+1 and k+2 (not past the 20th): each once, in order
+    assert asked == read[1:]

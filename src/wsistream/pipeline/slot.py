@@ -28,6 +28,10 @@ class SlotCounters:
     read_errors: int = 0
 
 
+#: Positions a slot's tiles are fetched ahead of its reads (see :meth:`Slot.prefetch_next`).
+PREFETCH_DEPTH = 2
+
+
 @dataclass
 class Slot:
     """An open slide and its sampling state."""
@@ -43,6 +47,7 @@ class Slot:
     def __post_init__(self) -> None:
         self._lookahead = _Lookahead(self.positions)
         self.positions = self._lookahead
+        self._prefetched_through = -1  # absolute index of the deepest position prefetched
 
     @property
     def slide_path(self) -> str:
@@ -67,7 +72,7 @@ class Slot:
             return np.array(image)
         return cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
 
-    def prefetch_next(self, depth: int = 2) -> None:
+    def prefetch_next(self, depth: int = PREFETCH_DEPTH) -> None:
         """Start fetching the next ``depth`` positions' tiles (remote slides only; the sequence is unchanged).
 
         Two: in a round-robin pool each slot's next patch is ``pool_size`` patches away, which at
@@ -75,7 +80,11 @@ class Slot:
         """
         if not self.handle.prefetches:
             return
-        for position in self._lookahead.peek_many(depth):
+        first = self._lookahead.consumed  # absolute index of the next position
+        for index, position in enumerate(self._lookahead.peek_many(depth), start=first):
+            if index <= self._prefetched_through:  # asked for by an earlier call (as its deeper position)
+                continue
+            self._prefetched_through = index
             plan = position.plan or self.plan
             x0, y0 = plan.snap(position.x0, position.y0, self.metadata.properties.level_dimensions[plan.level])
             self.handle.prefetch_region(x0, y0, plan.level, (plan.read_size, plan.read_size))
@@ -122,6 +131,8 @@ class _Lookahead(Iterator[Position]):
         self._buffered: collections.deque[Position] = collections.deque()
         self._error: BaseException | None = None
         self._exhausted = False
+        #: Items returned by ``next`` so far (the absolute index of the next one).
+        self.consumed = 0
 
     def peek_many(self, n: int) -> list[Position]:
         """Up to ``n`` next items; fewer at the end or where drawing one raised (``next`` re-raises it)."""
@@ -136,10 +147,13 @@ class _Lookahead(Iterator[Position]):
 
     def __next__(self) -> Position:
         if self._buffered:
-            return self._buffered.popleft()
-        if self._error is not None:
+            item = self._buffered.popleft()
+        elif self._error is not None:
             error, self._error = self._error, None
             raise error
-        if self._exhausted:
+        elif self._exhausted:
             raise StopIteration
-        return next(self._items)
+        else:
+            item = next(self._items)
+        self.consumed += 1
+        return item

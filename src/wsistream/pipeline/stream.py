@@ -36,7 +36,7 @@ from wsistream.errors import (
 )
 from wsistream.pipeline.opening import OpenFailure
 from wsistream.pipeline.seeding import RngStream, stream_rng
-from wsistream.pipeline.slot import Slot, SlotCounters
+from wsistream.pipeline.slot import PREFETCH_DEPTH, Slot, SlotCounters
 from wsistream.pipeline.stats import PipelineStats
 from wsistream.sampling.base import Position
 from wsistream.types import FailureRecord, PatchResult
@@ -314,8 +314,10 @@ class PatchStream(Iterator[PatchResult]):
             return None
         slide_done = spec.patches_per_slide > 0 and c.attempts >= spec.patches_per_slide
         if not slide_done:
+            left = spec.patches_per_slide - c.attempts if spec.patches_per_slide > 0 else PREFETCH_DEPTH
             with contextlib.suppress(WsiStreamError):  # the read that needs the tiles reports any failure
-                slot.prefetch_next()  # remote slides only: the next tiles arrive while others decode
+                # remote slides only: the next tiles arrive while others decode; never past the visit
+                slot.prefetch_next(min(PREFETCH_DEPTH, left))
         if slide_done:
             self._retire(slot)
         elif c.read_errors >= spec.max_read_errors:
