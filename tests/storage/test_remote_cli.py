@@ -30,10 +30,7 @@ def test_cli_validate_and_preview_with_urls(s3_slides, proxy, tmp_path):
         "WSISTREAM_CACHE_DIR": str(tmp_path / "cache"),
     }
     url = s3_slides["synthetic-40x.svs"][1]
-    code = (
-        "import sys; from wsistream.cli.main import app; "
-        "sys.argv = ['wsistream'] + sys.argv[1:]; app()"
-    )
+    code = "import sys; from wsistream.cli.main import app; sys.argv = ['wsistream'] + sys.argv[1:]; app()"
     run = subprocess.run(
         [sys.executable, "-c", code, "validate", url, "s3://slides/cohort/absent.svs", "--json", "--workers", "0",
          "--no-progress"],

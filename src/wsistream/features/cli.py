@@ -99,9 +99,7 @@ def _build(
     return enc, tiler, config
 
 
-_Encoder = Annotated[
-    str, typer.Option("--encoder", help=f"Registered encoder: {ENCODERS.help()}.")
-]
+_Encoder = Annotated[str, typer.Option("--encoder", help=f"Registered encoder: {ENCODERS.help()}.")]
 _Weights = Annotated[
     Path, typer.Option("--weights", help="Local weights: a Hugging Face folder, or an iBOT / DINOv2 / timm file.")
 ]

@@ -367,4 +367,3 @@ class GridTiling:
             attrs,
         )
         return tiles.subset(self.n_tiles, self.seed, self.random_sampling)
-

@@ -20,9 +20,7 @@ app = typer.Typer(help="Tissue masks.", no_args_is_help=True, add_completion=Fal
 def tissue(
     slides: Annotated[list[str], typer.Argument(help="Slides: files, folders, globs or .txt lists.")],
     out: Annotated[Path, typer.Option("--out", help="Folder; one SLIDE_NAME.geojson per slide.")],
-    detector: Annotated[
-        str, typer.Option("--detector", help=f"Tissue detector: {TISSUE_DETECTORS.help()}.")
-    ] = "otsu",
+    detector: Annotated[str, typer.Option("--detector", help=f"Tissue detector: {TISSUE_DETECTORS.help()}.")] = "otsu",
     overview_side: Annotated[
         int, typer.Option("--overview-side", help="Longest side of the mask grid.")
     ] = DEFAULT_OVERVIEW_SIDE,
