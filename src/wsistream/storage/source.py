@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 import time
@@ -30,16 +29,6 @@ def _is_permanent(err: RemoteStorageError) -> bool:
 
 def _key(r: Sequence[int]) -> tuple[int, int]:
     return int(r[0]), int(r[1])
-
-
-def _resolve_part(part: Future[bytes | None], r: tuple[int, int], whole: Future[dict[tuple[int, int], bytes]]) -> None:
-    """Complete one range's future from the batched prefetch it belongs to (``None``: not fetched)."""
-    if whole.cancelled():
-        part.cancel()
-    elif whole.exception() is not None:
-        part.set_exception(whole.exception())
-    else:
-        part.set_result(whole.result().get(r))
 
 
 class _Truncated(OSError):
@@ -78,7 +67,8 @@ class RemoteByteSource(ByteSource):
         #: The last error raised to a caller; tifffile logs and swallows some read errors, so the
         #: opener checks this after parsing (:meth:`raise_if_failed`).
         self.failure: RemoteStorageError | None = None
-        self._prefetched: dict[tuple[int, int], Future[bytes | None]] = {}
+        #: range -> the batched prefetch fetching it (its result maps each range it fetched to its bytes)
+        self._prefetched: dict[tuple[int, int], Future[dict[tuple[int, int], bytes]]] = {}
         self._prefetcher: ThreadPoolExecutor | None = None  # runs batches; their requests use _pool
         self._pid: int | None = None
         self._file: Any = None
@@ -271,14 +261,12 @@ class RemoteByteSource(ByteSource):
         taken = set(wanted)
         extra = [r for r in map(_key, spare) if r not in taken and r not in self._prefetched]
         while len(self._prefetched) + len(wanted) + len(extra) > self.MAX_PREFETCHED and self._prefetched:
-            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+            del self._prefetched[next(iter(self._prefetched))]  # dropped unread; its batch may serve others
         if self._prefetcher is None:
             self._prefetcher = ThreadPoolExecutor(2, thread_name_prefix="wsistream-prefetch")
-        future = self._prefetcher.submit(self._fetch_tiles, wanted, extra)
-        for r in wanted + extra:
-            part: Future[bytes | None] = Future()
-            future.add_done_callback(functools.partial(_resolve_part, part, r))
-            self._prefetched[r] = part
+        batch = self._prefetcher.submit(self._fetch_tiles, wanted, extra)  # -> {range: bytes} of what it fetched
+        for r in wanted + extra:  # one shared future per batch: no per-range Future (a Condition each)
+            self._prefetched[r] = batch
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]], spare: Sequence[tuple[int, int]] = ()) -> list[bytes]:
         """Each ``(offset, count)``; ranges closer than ``coalesce_gap_bytes`` share one request.
@@ -290,10 +278,10 @@ class RemoteByteSource(ByteSource):
         out: dict[tuple[int, int], bytes] = {}
         for r in map(_key, ranges):
             data = self._cached_tile(r)
-            part = self._prefetched.pop(r, None) if data is None else None
-            if part is not None:
+            batch = self._prefetched.pop(r, None) if data is None else None
+            if batch is not None:
                 with contextlib.suppress(Exception):  # else fetched again below, where a failure is raised
-                    data = part.result(timeout=self.storage.timeout_s * (self.storage.retries + 1))
+                    data = batch.result(timeout=self.storage.timeout_s * (self.storage.retries + 1)).get(r)
             if data is not None:
                 out[r] = data
         rest = [r for r in map(_key, ranges) if r not in out]
