@@ -16,10 +16,11 @@ work with. Used by the tests and the docs' quick start.
 
 :func:`make_arrangement_cohort` goes further: its label is not a property of any tile or of the bag of
 tiles at all. Every slide is a square of tiles, a fixed number of which carry one motif; the label is how
-they are laid out (rows vs columns, horizontal vs vertical halves, 2x2 clumps vs isolated). Both classes
-have the same tiles in distribution -- the same number of motif tiles, the same noise -- so anything that
-pools tiles without their positions (mean embedding, ABMIL) is at chance; only the spatial arrangement,
-which every crop shows, tells the classes apart.
+they are laid out (rows vs columns, horizontal vs vertical halves, 2x2 clumps vs isolated, the direction of a
+plane wave). Both classes have the same tiles in distribution -- the same number of motif tiles (for the
+waves, the same distribution of it), the same noise -- so anything that pools tiles without their positions
+(mean embedding, ABMIL) is at chance; only the spatial arrangement, which every crop shows, tells the classes
+apart.
 """
 
 from __future__ import annotations
