@@ -9,10 +9,10 @@ from wsistream.slide_ssl.data import SlideTokenCohort
 from wsistream.slide_ssl.probe import linear_probe, reference_splits
 from wsistream.slide_ssl.synthetic import _layout_mask, make_arrangement_cohort
 
-LAYOUTS = ["stripes", "halves", "clusters"]
+LAYOUTS = ["stripes", "halves", "clusters", "waves", "diagonal"]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS[:3])
 def test_both_labels_put_the_motif_on_the_same_number_of_tiles(layout):
     rng = np.random.default_rng(0)
     for side in (8, 10):
@@ -22,6 +22,33 @@ def test_both_labels_put_the_motif_on_the_same_number_of_tiles(layout):
             for label in (False, True)
         }
         assert len(counts[False]) == 1 and counts[False] == counts[True], counts
+
+
+@pytest.mark.parametrize("layout", ["waves", "diagonal"])
+def test_waves_cover_half_the_tiles_in_both_labels_and_follow_their_direction_bands(layout):
+    # each slide has its own direction, wavelength and phase; the motif count varies from slide to slide, in the
+    # same distribution for both labels, about half the tiles
+    rng = np.random.default_rng(0)
+    side = 10
+    yy, xx = np.mgrid[0:side, 0:side]
+    grids = {
+        label: np.stack([_layout_mask(layout, side, xx.ravel(), yy.ravel(), label, rng) for _ in range(400)])
+        for label in (False, True)
+    }
+    fractions = {label: g.mean(1) for label, g in grids.items()}
+    assert abs(fractions[True].mean() - fractions[False].mean()) < 0.02 and abs(fractions[True].mean() - 0.5) < 0.03
+    gap = {}  # how often the motif changes from a tile to its right neighbour minus to its lower one
+    for label, g in grids.items():
+        g = g.reshape(-1, side, side)
+        gap[label] = (g[:, :, 1:] != g[:, :, :-1]).mean((1, 2)) - (g[:, 1:, :] != g[:, :-1, :]).mean((1, 2))
+    if layout == "waves":  # label 1: more horizontal stripes, so rows change less along x than along y
+        assert (gap[True] < 0).all() and (gap[False] > 0).all()
+    else:  # diagonal stripes change about as often both ways, axis-aligned ones mostly one way
+        assert np.median(abs(gap[True])) < 0.5 * np.median(abs(gap[False])), gap
+    with pytest.raises(ValueError, match="pass one of"):
+        make_arrangement_cohort("unused", layout="spirals")
+    with pytest.raises(ValueError, match="0 < shortest <= longest"):
+        make_arrangement_cohort("unused", layout=layout, wavelengths=(5.0, 2.5))
 
 
 def _pair_similarity(cohort: SlideTokenCohort, i: int) -> tuple[float, float]:
@@ -53,5 +80,6 @@ def test_mean_pooling_is_at_chance_while_the_arrangement_decides_the_label(layou
     assert abs(probe.summary()["auroc_mean"] - 0.5) < 0.12, probe.summary()
     assert np.linalg.norm(diff) < 0.5  # motif strength 3: one class with more motif tiles would show here
     h, v = np.array([_pair_similarity(cohort, i) for i in range(len(cohort))]).T
-    oracle = h - v if layout != "clusters" else h + v  # rows / top-bottom halves: like tiles side by side
+    # rows / top-bottom halves / horizontal waves: like tiles side by side; diagonal waves: as alike both ways
+    oracle = {"clusters": h + v, "diagonal": -abs(h - v)}.get(layout, h - v)
     assert roc_auc_score(y, oracle) > 0.85  # halves differ at one boundary only (0.91 here), the others 0.99+

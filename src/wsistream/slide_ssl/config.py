@@ -70,7 +70,11 @@ class EncoderConfig:
     ``layer_eps`` is the eps of every LayerNorm but the outer final one (``eps``); ``None`` means the
     mode's value: ``eps`` by default, 1e-5 in reference mode (torchscale ``EncoderConfig.layernorm_eps``,
     which LongNetConfig.py never overrides). ``slide_ngrids`` (LongNetViT's default 1000) is read in
-    reference mode only.
+    reference mode only. ``grid_stem`` (wsistream's, not the references'; 0 = off): kernel size of a
+    convolution over the tile grid added to the projected tile embeddings (:class:`~.encoder.GridStem`), a
+    relative, translation-equivariant view of each tile's neighbours that sin-cos positions lack at init;
+    ``absolute_positions=False`` drops the sin-cos embedding (positions then reach the encoder only through
+    the stem, so where a slide lies on the glass, or where a crop lies on the slide, is invisible).
     """
 
     in_dim: int = 1536
@@ -89,9 +93,15 @@ class EncoderConfig:
     mode: Literal["default", "reference"] = "default"
     layer_eps: float | None = None
     slide_ngrids: int = 1000
+    grid_stem: int = 0
+    absolute_positions: bool = True
 
     def __post_init__(self) -> None:
         _check(self.mode in ("default", "reference"), f"mode={self.mode!r}; pass 'default' or 'reference'")
+        _check(
+            self.grid_stem == 0 or (self.grid_stem > 0 and self.grid_stem % 2 == 1),
+            f"grid_stem={self.grid_stem}; pass 0 (off) or an odd kernel size",
+        )
         _check(self.eps > 0 and (self.layer_eps is None or self.layer_eps > 0), "eps and layer_eps must be > 0")
         _check(self.slide_ngrids >= 1, f"slide_ngrids must be >= 1, got {self.slide_ngrids}")
         object.__setattr__(self, "segment_lengths", tuple(int(s) for s in self.segment_lengths))

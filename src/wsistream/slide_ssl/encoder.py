@@ -106,6 +106,34 @@ def reference_sincos_2d(pos: torch.Tensor, dim: int, slide_ngrids: int = 1000) -
     return _sincos_halves(flat % g, flat // g, dim, dtype)
 
 
+class GridStem(nn.Module):
+    """``h + conv(h)`` with the tokens laid on their tile grid (``EncoderConfig.grid_stem``, off by default).
+
+    Tokens are scattered onto a zero canvas spanning each sample's own grid extent (padding left out), a
+    ``k x k`` convolution mixes every tile with its neighbours, and the result is read back at the tokens'
+    cells: a view of the local layout that does not depend on where the slide lies on the glass (two tokens
+    on one cell: one of them is kept).
+    """
+
+    def __init__(self, dim: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2)
+
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) tokens at (B, L, 2) grid positions, ``pad`` (B, L) True at padding -> mixed tokens."""
+        b, n, d = h.shape
+        valid = torch.ones(b, n, dtype=torch.bool, device=h.device) if pad is None else ~pad
+        p = pos.long()
+        lo = torch.where(valid.unsqueeze(-1), p, torch.iinfo(torch.long).max).amin(dim=1, keepdim=True)
+        rel = torch.where(valid.unsqueeze(-1), p - lo, 0)
+        width, height = (int(rel[..., k].max()) + 1 if n else 1 for k in (0, 1))
+        canvas = h.new_zeros(b, height, width, d)
+        row = torch.arange(b, device=h.device).unsqueeze(1).expand(b, n)
+        canvas[row[valid], rel[..., 1][valid], rel[..., 0][valid]] = h[valid]
+        mixed = self.conv(canvas.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)[row, rel[..., 1], rel[..., 0]]
+        return h + torch.where(valid.unsqueeze(-1), mixed, 0.0)
+
+
 class _DropPath(nn.Module):
     """Per-sample stochastic depth."""
 
@@ -193,6 +221,7 @@ class SlideEncoder(nn.Module):
         self.input_proj = nn.Linear(cfg.in_dim, cfg.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.mask_token = nn.Parameter(torch.zeros(1, cfg.dim))
+        self.grid_stem = GridStem(cfg.dim, cfg.grid_stem) if cfg.grid_stem else None
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist() if cfg.depth > 1 else [cfg.drop_path]
         self.layers = nn.ModuleList(LongNetLayer(cfg, r) for r in rates)
         # reference mode: torchscale Encoder's input dropout and final LayerNorm (module docstring)
@@ -253,8 +282,12 @@ class SlideEncoder(nn.Module):
         h = self.input_proj(x)
         if mask is not None:
             h = torch.where(mask.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        position = reference_sincos_2d(pos, cfg.dim, cfg.slide_ngrids) if cfg.reference else sincos_2d(pos, cfg.dim)
-        h = h + position.to(h.dtype)
+        if self.grid_stem is not None:
+            h = self.grid_stem(h, pos, pad)
+        if cfg.absolute_positions:
+            ref = cfg.reference
+            position = reference_sincos_2d(pos, cfg.dim, cfg.slide_ngrids) if ref else sincos_2d(pos, cfg.dim)
+            h = h + position.to(h.dtype)
         h = self.input_dropout(torch.cat([self.cls_token.to(h.dtype).expand(b, -1, -1), h], dim=1))
         full_pad = None
         if pad is not None and bool(pad.any()):

@@ -2,8 +2,8 @@
 
 ``python -m wsistream.slide_ssl.learning --help``. On :func:`~.synthetic.make_spatial_cohort`
 (``--cohort xor``, the default) or
-:func:`~.synthetic.make_arrangement_cohort` (``--cohort arrangement``: label = orientation of a motif layout;
-the tile multiset has the same distribution in both classes) it
+:func:`~.synthetic.make_arrangement_cohort` (``--cohort arrangement``: label = a property of the motif's
+layout; the tile multiset has the same distribution in both classes) it
 
 1. pretrains a small LongNet encoder with a method preset shrunk to the task (:func:`small_config`),
 2. probes its teacher (CLS of every layer + mean tile embedding, the seed's embedding) on the same
@@ -159,13 +159,13 @@ def _main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--data-seeds", type=int, nargs="+", default=[0, 1, 2], help="cohorts to run [0 1 2]")
     ap.add_argument("--init-seeds", type=int, default=5, help="random-init encoders per cohort [5]")
     ap.add_argument("--method", default="dino", help="dino | dinov2 | dinov2-grid [dino]")
-    ap.add_argument("--cohort", default="xor", help="xor | arrangement (see learning_check) [xor]")
+    ap.add_argument("--cohort", default="xor", choices=["xor", "arrangement"], help="see learning_check [xor]")
     ap.add_argument("--steps", type=int, default=150, help="pretraining steps [150]")
     ap.add_argument(
         "--cohort-kw",
         type=json.loads,
         default={},
-        help='JSON keywords of the cohort generator, e.g. \'{"layout": "stripes"}\' [{}]',
+        help='JSON keywords of the cohort generator, e.g. \'{"layout": "diagonal", "noise": 0.4}\' [{}]',
     )
     ap.add_argument(
         "--config-kw",

@@ -16,10 +16,11 @@ work with. Used by the tests and the docs' quick start.
 
 :func:`make_arrangement_cohort` goes further: its label is not a property of any tile or of the bag of
 tiles at all. Every slide is a square of tiles, a fixed number of which carry one motif; the label is how
-they are laid out (rows vs columns, horizontal vs vertical halves, 2x2 clumps vs isolated). Both classes
-have the same tiles in distribution -- the same number of motif tiles, the same noise -- so anything that
-pools tiles without their positions (mean embedding, ABMIL) is at chance; only the spatial arrangement,
-which every crop shows, tells the classes apart.
+they are laid out (rows vs columns, horizontal vs vertical halves, 2x2 clumps vs isolated, the direction of a
+plane wave). Both classes have the same tiles in distribution -- the same number of motif tiles (for the
+waves, the same distribution of it), the same noise -- so anything that pools tiles without their positions
+(mean embedding, ABMIL) is at chance; only the spatial arrangement, which every crop shows, tells the classes
+apart.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from wsistream.features.formats import write_h5
+
+LAYOUTS = ("stripes", "halves", "clusters", "waves", "diagonal")
+WAVE_WAVELENGTHS = (2.5, 5.0)  # tiles, uniform
+# wave directions (degrees) of label 0 / label 1; a direction is drawn within a third of the centres' spacing of
+# one centre, so the bands leave a gap as wide as a half band (30 degrees for "waves", 15 for "diagonal")
+WAVE_CENTRES = {"waves": ((0.0,), (90.0,)), "diagonal": ((0.0, 90.0), (45.0, 135.0))}
 
 
 @dataclass(frozen=True)
@@ -110,19 +117,32 @@ def make_arrangement_cohort(
     origin_range: int = 32,
     layout: str = "halves",
     noise: float = 1.0,
+    wavelengths: tuple[float, float] = WAVE_WAVELENGTHS,
     seed: int = 0,
 ) -> SyntheticCohort:
     """Write ``n_slides`` ``.h5`` files whose label is a property of the tiles' arrangement only, and ``labels.csv``.
 
     Slide ``s`` is a ``side x side`` square (``side`` drawn from the even ``sides``) of unit-Gaussian tile
     embeddings; the motif ``strength * u`` (one fixed unit vector) is added to a set of tiles that both labels
-    give the same size, so the tile multiset has the same distribution in both classes and no bag-of-tiles
-    method (mean pooling, ABMIL without positions) can beat chance:
+    give the same size (for the waves: the same size distribution), so the tile multiset has the same
+    distribution in both classes and no bag-of-tiles method (mean pooling, ABMIL without positions) can beat chance:
 
     ``"stripes"``: every other row (label 1) or column (label 0), random phase, ``side**2 / 2`` tiles;
     ``"halves"``: the top or bottom half (label 1) or the left or right half (label 0);
     ``"clusters"``: about a quarter of the tiles, on whole 2x2 blocks (label 1) or with no two motif tiles
-    sharing an edge (label 0).
+    sharing an edge (label 0);
+    ``"waves"`` and ``"diagonal"``: a plane wave, motif where ``cos(2 pi (x cos t + y sin t) / wavelength + phase)
+    > 0`` (about half the tiles; the count varies from slide to slide, in the same distribution for both labels),
+    wavelength uniform in ``wavelengths`` tiles, phase uniform, direction ``t`` within a band around a label's
+    centre (:data:`WAVE_CENTRES`). ``"waves"``: label 1 within 30 degrees of 90 (more horizontal stripes), label
+    0 within 30 of 0 (more vertical; the labels are each other's transpose), a 30-degree gap between bands.
+    ``"diagonal"``: label 1 within 15 degrees of 45 or 135 (diagonal stripes), label 0 within 15 of 0 or 90
+    (axis-aligned), 15-degree gaps. Why waves: every slide has its own continuous arrangement (direction,
+    wavelength, phase), so slides are many distinguishable kinds, which DINO's centring needs to form
+    prototypes, and the label is a coarse function of it; "diagonal" makes the label an xor of the
+    orientation (not a linear function of ``(cos 2t, sin 2t)``), so an encoder that merely sees orientation
+    at random init, as one with a grid stem does, does not give a linear probe the label (see
+    ``docs/slide_ssl.md``).
 
     ``origin_range``: tissue offset on the glass, drawn from ``0 .. origin_range`` tiles per axis (so absolute
     grid positions carry no label information; 0 puts every slide's corner at grid (0, 0)).
@@ -132,10 +152,12 @@ def make_arrangement_cohort(
     motif), so that a slide's only signature is its arrangement (and, unless an objective is kept from it,
     where it lies on the glass).
     """
-    if layout not in ("stripes", "halves", "clusters"):
-        raise ValueError(f"layout={layout!r}; pass 'stripes', 'halves' or 'clusters'")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}; pass one of {', '.join(map(repr, LAYOUTS))}")
     if any(v < 2 or v % 2 for v in sides):
         raise ValueError(f"sides={sides}: pass even sides >= 2 so both orientations cover the same tile count")
+    if not 0 < wavelengths[0] <= wavelengths[1]:
+        raise ValueError(f"wavelengths={wavelengths}: pass (shortest, longest) in tiles, 0 < shortest <= longest")
     rng = np.random.default_rng(seed)
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +169,7 @@ def make_arrangement_cohort(
         side = int(rng.choice(sides))
         yy, xx = np.mgrid[0:side, 0:side]
         gx, gy = xx.ravel(), yy.ravel()
-        on = _layout_mask(layout, side, gx, gy, bool(labels[s, 0]), rng)
+        on = _layout_mask(layout, side, gx, gy, bool(labels[s, 0]), rng, wavelengths)
         feats = noise * rng.normal(size=(gx.size, dim))
         feats[on] += motif
         origin = rng.integers(0, origin_range + 1, size=2)
@@ -159,11 +181,24 @@ def make_arrangement_cohort(
 
 
 def _layout_mask(
-    layout: str, side: int, gx: np.ndarray, gy: np.ndarray, label: bool, rng: np.random.Generator
+    layout: str,
+    side: int,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    label: bool,
+    rng: np.random.Generator,
+    wavelengths: tuple[float, float] = WAVE_WAVELENGTHS,
 ) -> np.ndarray:
     """Which tiles of a ``side x side`` square carry the motif."""
     if layout == "clusters":
         return _clustered(side, rng) if label else _isolated(side, rng)
+    if layout in WAVE_CENTRES:
+        centres = WAVE_CENTRES[layout]
+        half_band = 90.0 / len(centres[0]) / 3
+        theta = np.deg2rad(rng.choice(centres[int(label)]) + rng.uniform(-half_band, half_band))
+        freq = 2 * np.pi / rng.uniform(*wavelengths)
+        phase = rng.uniform(0, 2 * np.pi)
+        return np.asarray(np.cos(freq * (gx * np.cos(theta) + gy * np.sin(theta)) + phase) > 0)
     phase = int(rng.integers(0, 2))
     along = gy if label else gx
     if layout == "stripes":
