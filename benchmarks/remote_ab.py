@@ -19,7 +19,8 @@ from wsistream.bench.remote import _stream, _warm_up
 from wsistream.bench.slides import pool_20x_slides
 from wsistream.recipes import build_pipeline
 from wsistream.storage import StorageConfig
-from wsistream.storage.loopback import LatencyProxyProcess, LoopbackS3, s3_options
+from wsistream.storage.loopback import LoopbackS3, s3_options
+from wsistream.storage.loopback_process import LatencyProxyProcess
 
 
 def main(n: int, rounds: int, latency_s: float = 0.02) -> None:

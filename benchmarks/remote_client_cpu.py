@@ -17,7 +17,8 @@ import time
 
 from wsistream.bench.slides import pool_20x_slides
 from wsistream.storage import StorageConfig
-from wsistream.storage.loopback import LatencyProxyProcess, LoopbackS3, s3_options
+from wsistream.storage.loopback import LoopbackS3, s3_options
+from wsistream.storage.loopback_process import LatencyProxyProcess
 from wsistream.storage.source import RemoteByteSource
 
 

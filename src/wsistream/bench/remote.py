@@ -1,7 +1,7 @@
 """``wsistream bench --remote``: the 20x pool from a loopback S3 server with added latency, beside local files.
 
 The 8 pool slides of :func:`~wsistream.bench.slides.bench_slides` are uploaded to moto's S3 server
-(``moto[server]``) on 127.0.0.1; a :class:`~wsistream.storage.loopback.LatencyProxyProcess` in front
+(``moto[server]``) on 127.0.0.1; a :class:`~wsistream.storage.loopback_process.LatencyProxyProcess` in front
 (a child process) adds ``latency_s`` to every request.  The same Phikon-v2 pipeline (TiffSlide
 backend, direct JPEG path) streams the local files and the URLs; rows give the remote/local ratios,
 time to the first patch (cold: empty directory cache; warm: cache filled), and requests / bytes per
@@ -9,7 +9,7 @@ patch once the pool is open, with bytes compared to the JPEG bytes of the tiles 
 The raw ranged-request rate of the server + proxy is measured in the same run
 (:func:`_request_ceiling`): remote rates are also given as the fraction of that ceiling they use
 (rate × requests per patch / ceiling).  The same pool is also served over ``https://`` by a
-:class:`~wsistream.storage.loopback_http.RangeServerProcess` behind its own latency proxy: a server
+:class:`~wsistream.storage.loopback_process.RangeServerProcess` behind its own latency proxy: a server
 that costs ~0.3 ms of CPU per GET where moto costs ~8 ms, so those rows show the client's rate when
 serving is not the bottleneck of the shared 2-core box.
 """
@@ -33,8 +33,8 @@ from wsistream.bench.workloads import rate
 from wsistream.pipeline import PatchPipeline
 from wsistream.recipes import build_pipeline
 from wsistream.storage import StorageConfig
-from wsistream.storage.loopback import LatencyProxyProcess, LoopbackS3, s3_options
-from wsistream.storage.loopback_http import RangeServerProcess
+from wsistream.storage.loopback import LoopbackS3, s3_options
+from wsistream.storage.loopback_process import LatencyProxyProcess, RangeServerProcess
 
 
 def _stream(make: Callable[[], PatchPipeline], n: int, proxy: LatencyProxyProcess | None) -> dict[str, Any]:
@@ -172,6 +172,38 @@ def _https_rows(
     return https, per_patch, ceiling
 
 
+def _s3_rows(
+    add: Callable[..., None],
+    ceiling: float,
+    *,
+    here: dict[str, Any],
+    warm: dict[str, Any],
+    old: dict[str, Any],
+    cold: dict[str, Any],
+    covered: float,
+) -> None:
+    """One-process rows: local, S3 warm / through s3fs / cold, CPU, first patch, requests and bytes per patch."""
+    per_patch = warm["requests_per_patch"]
+    add("raw ranged-request ceiling (server + proxy)", ceiling, "requests/s",
+        patches_per_s_at_this_rate=round(ceiling / max(per_patch, 1e-9), 1))  # fmt: skip
+    add("local files, 1 process", here["rate"], "patches/s")
+    add("S3, 1 process (directory cache warm)", warm["rate"], "patches/s", ratio=round(warm["rate"] / here["rate"], 3),
+        of_ceiling=round(warm["rate"] * per_patch / ceiling, 3))  # fmt: skip
+    saved_ms = (old["cpu_ms"] - warm["cpu_ms"]) / max(per_patch, 1e-9)
+    add("S3, 1 process, s3_reads='fsspec' (s3fs client)", old["rate"], "patches/s",
+        ratio=round(old["rate"] / here["rate"], 3),
+        presigned_over_fsspec=round(warm["rate"] / old["rate"], 3))  # fmt: skip
+    add("process CPU per patch: local / presigned / fsspec", warm["cpu_ms"], "ms (presigned)",
+        local_ms=round(here["cpu_ms"], 3), fsspec_ms=round(old["cpu_ms"], 3),
+        client_cpu_saved_ms_per_request=round(saved_ms, 3))  # fmt: skip
+    add("S3, 1 process (cold: IFD walks)", cold["rate"], "patches/s", ratio=round(cold["rate"] / here["rate"], 3))
+    add("time to first patch, S3 cold", cold["first_s"], "s", local_s=round(here["first_s"], 3))
+    add("time to first patch, S3 warm", warm["first_s"], "s")
+    add("requests per patch (pool open)", per_patch, "requests")
+    add("bytes per patch (pool open)", warm["bytes_per_patch"], "bytes", covered_jpeg_bytes=round(covered),
+        ratio=round(warm["bytes_per_patch"] / covered, 3))  # fmt: skip
+
+
 def run_remote_bench(
     cache_dir: Path | None = None, *, quick: bool = False, latency_s: float = 0.02, loader: bool = True
 ) -> list[dict[str, Any]]:
@@ -210,27 +242,9 @@ def run_remote_bench(
             build_pipeline, "phikon-v2", urls, cycle=False, backend=TiffSlideBackend(storage=fsspec_storage)
         )
         old = _stream(via_fsspec, n, proxy)  # the s3fs client, back to back with the default
-        per_patch = warm["requests_per_patch"]
-        add("raw ranged-request ceiling (server + proxy)", ceiling, "requests/s",
-            patches_per_s_at_this_rate=round(ceiling / max(per_patch, 1e-9), 1))  # fmt: skip
-        add("local files, 1 process", here["rate"], "patches/s")
-        ratio = round(warm["rate"] / here["rate"], 3)
-        add("S3, 1 process (directory cache warm)", warm["rate"], "patches/s", ratio=ratio,
-            of_ceiling=round(warm["rate"] * per_patch / ceiling, 3))  # fmt: skip
-        saved_ms = (old["cpu_ms"] - warm["cpu_ms"]) / max(per_patch, 1e-9)
-        add("S3, 1 process, s3_reads='fsspec' (s3fs client)", old["rate"], "patches/s",
-            ratio=round(old["rate"] / here["rate"], 3),
-            presigned_over_fsspec=round(warm["rate"] / old["rate"], 3))  # fmt: skip
-        add("process CPU per patch: local / presigned / fsspec", warm["cpu_ms"], "ms (presigned)",
-            local_ms=round(here["cpu_ms"], 3), fsspec_ms=round(old["cpu_ms"], 3),
-            client_cpu_saved_ms_per_request=round(saved_ms, 3))  # fmt: skip
-        add("S3, 1 process (cold: IFD walks)", cold["rate"], "patches/s", ratio=round(cold["rate"] / here["rate"], 3))
-        add("time to first patch, S3 cold", cold["first_s"], "s", local_s=round(here["first_s"], 3))
-        add("time to first patch, S3 warm", warm["first_s"], "s")
-        add("requests per patch (pool open)", warm["requests_per_patch"], "requests")
         covered = _covered_jpeg_bytes(warm["results"], dict(zip(urls, pool, strict=True)))
-        add("bytes per patch (pool open)", warm["bytes_per_patch"], "bytes", covered_jpeg_bytes=round(covered),
-            ratio=round(warm["bytes_per_patch"] / covered, 3))  # fmt: skip
+        _s3_rows(add, ceiling, here=here, warm=warm, old=old, cold=cold, covered=covered)
+        per_patch = warm["requests_per_patch"]
         web_urls = [u.replace(web.endpoint_url, web_proxy.endpoint_url) for u in web.urls]
         https = _https_rows(add, web_proxy, web_urls, storage, n, here["rate"])
         if loader:

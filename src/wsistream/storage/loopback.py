@@ -133,6 +133,14 @@ class _Fault:
     match: Callable[[str, str, dict[str, str]], bool]
 
 
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    """A client that hangs up (a finished DataLoader worker, an injected reset) is not a server error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _ThreadServed:
     """A ``ThreadingHTTPServer`` on 127.0.0.1, served from a daemon thread between ``__enter__`` and ``__exit__``."""
 
@@ -140,7 +148,7 @@ class _ThreadServed:
     _thread: threading.Thread | None
 
     def _listen(self, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _LoopbackHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread = None
 
@@ -331,76 +339,3 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
-
-
-class ChildServer:
-    """A loopback server in a child process, so its CPU does not share the measured process's GIL.
-
-    Subclasses give ``_code`` (run as ``python -c _code PORT *_args()``, serving forever on PORT)
-    and ``_args``; the child is terminated on exit.
-    """
-
-    _code = ""
-
-    def __init__(self) -> None:
-        self._child: subprocess.Popen[bytes] | None = None
-        self.endpoint_url = ""
-
-    def _args(self) -> list[str]:
-        return []
-
-    def __enter__(self) -> Self:
-        port = _free_port()
-        command = [sys.executable, "-c", self._code, str(port), *self._args()]
-        self._child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port("127.0.0.1", port, self._child)
-        self.endpoint_url = f"http://127.0.0.1:{port}"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._child is not None:
-            self._child.terminate()
-            self._child.wait(timeout=10)
-
-
-class LatencyProxyProcess(ChildServer):
-    """A :class:`FaultProxy` with latency only, in a child process (benchmarks).
-
-    In-process, the proxy's threads parse and copy every request under the measured process's GIL,
-    which a client talking to a real object store never pays.  Counters come from the child over
-    :data:`STATS_PATH`.
-    """
-
-    _code = (
-        "import sys; from wsistream.storage.loopback import FaultProxy; "
-        "p = FaultProxy(sys.argv[2], latency_s=float(sys.argv[3]), port=int(sys.argv[1])); "
-        "p._server.serve_forever()"
-    )
-
-    def __init__(self, upstream: str, *, latency_s: float) -> None:
-        super().__init__()
-        self.upstream = upstream
-        self.latency_s = float(latency_s)
-
-    def _args(self) -> list[str]:
-        return [self.upstream, str(self.latency_s)]
-
-    def _counts(self) -> dict[str, int]:
-        host, port = self.endpoint_url.split("://", 1)[1].rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        try:
-            conn.request("GET", STATS_PATH)
-            counts: dict[str, int] = json.loads(conn.getresponse().read())
-            return counts
-        finally:
-            conn.close()
-
-    @property
-    def ranged_requests(self) -> int:
-        """Ranged GETs forwarded so far."""
-        return self._counts()["ranged_requests"]
-
-    @property
-    def bytes_sent(self) -> int:
-        """Body bytes sent to clients so far."""
-        return self._counts()["bytes_sent"]

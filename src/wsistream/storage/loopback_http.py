@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from wsistream.storage.loopback import ChildServer, _free_port, _ThreadServed
+from wsistream.storage.loopback import _free_port, _ThreadServed
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
@@ -106,33 +106,6 @@ class RangeFileServer(_ThreadServed):
             do_GET = do_HEAD = _answer
 
         return Handler
-
-
-class RangeServerProcess(ChildServer):
-    """A plain-HTTP :class:`RangeFileServer` of local ``files`` under ``prefix``, in a child process (benchmarks).
-
-    A server that costs ~0.3 ms of CPU per ranged GET (moto: 8 ms on the bench's 17 MB objects, which it
-    copies whole per GET), standing in for an object store whose serving is not the bottleneck.
-    """
-
-    _code = (
-        "import sys; from wsistream.storage.loopback_http import RangeFileServer; "
-        "web = RangeFileServer(port=int(sys.argv[1])); web.upload(sys.argv[3:], prefix=sys.argv[2]); "
-        "web._server.serve_forever()"
-    )
-
-    def __init__(self, files: Iterable[str | os.PathLike[str]], *, prefix: str = "") -> None:
-        super().__init__()
-        self.files = [os.fspath(f) for f in files]
-        self.prefix = prefix
-
-    def _args(self) -> list[str]:
-        return [self.prefix, *self.files]
-
-    @property
-    def urls(self) -> list[str]:
-        """The files' URLs, in order."""
-        return [f"{self.endpoint_url}/{self.prefix}{os.path.basename(f)}" for f in self.files]
 
 
 class LoopbackGCS:
