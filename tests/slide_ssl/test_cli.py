@@ -73,6 +73,30 @@ def test_pretrain_then_probe(tmp_path):
     assert bad.exit_code != 0 and "the encoder has 1 layers" in bad.output  # default -4..-1 needs >= 4 layers
 
 
+def test_the_relative_encoder_is_pretrained_saved_and_probed_from_the_cli(tmp_path):
+    from wsistream.slide_ssl.probe import load_slide_encoder
+
+    syn = make_spatial_cohort(tmp_path / "feats", n_slides=8, dim=8, side=(6, 7), seed=0)
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["slide-pretrain", "--features", str(syn.root), "--out", str(tmp_path / "run"), "--steps", "2",
+              "--grid-stem", "3", "--no-absolute-positions", *TINY],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    encoder = load_slide_encoder(tmp_path / "run" / "slide_encoder.pt")
+    assert encoder.cfg.grid_stem == 3 and not encoder.cfg.absolute_positions
+    assert encoder.grid_stem is not None and encoder.grid_stem.conv.kernel_size == (3, 3)
+    res = runner.invoke(
+        app, ["slide-probe", "--encoder", str(tmp_path / "run" / "slide_encoder.pt"), "--features", str(syn.root),
+              "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe"), "--repeats", "2", "--probe", "logreg",
+              "--layers", "-1"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["slide-pretrain", "--features", str(syn.root), "--out", str(tmp_path / "x"),
+                              "--grid-stem", "2", *TINY])  # fmt: skip
+    assert res.exit_code != 0 and "grid_stem=2; pass 0 (off) or an odd kernel size" in res.output
+
+
 def test_bad_options_are_reported(tmp_path):
     syn = make_spatial_cohort(tmp_path / "feats", n_slides=4, dim=8, seed=0)
     runner = CliRunner()

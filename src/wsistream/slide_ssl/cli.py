@@ -56,6 +56,15 @@ def slide_pretrain(
         None, help="Dilated-attention segment lengths [1024,2048,4096,8192,16384]."
     ),
     dilations: str | None = typer.Option(None, help="Dilation ratio per segment length [1,2,4,8,16]."),
+    grid_stem: int | None = typer.Option(
+        None,
+        help="k x k convolution over the tile grid (wsistream's relative encoder, not the references'; 0 = off) [0].",
+    ),
+    absolute_positions: bool = typer.Option(
+        True,
+        "--absolute-positions/--no-absolute-positions",
+        help="Add the sin-cos position embedding (off: positions only through --grid-stem, docs/slide_ssl.md).",
+    ),
     checkpoint_layers: bool = typer.Option(
         False, "--checkpoint-layers/--no-checkpoint-layers", help="Recompute layer activations in backward."
     ),
@@ -102,7 +111,14 @@ def slide_pretrain(
         crops={"n_local": n_local, "max_tiles": max_tiles, "min_tiles": min_tiles},
         objective={"out_dim": out_dim, "ibot_out_dim": ibot_out_dim, "koleo_weight": koleo_weight},
         optim={"grad_accum": grad_accum, "base_lr": base_lr},
-        encoder={"dim": dim, "depth": depth, "heads": heads, "ffn_dim": ffn_dim},
+        encoder={
+            "dim": dim,
+            "depth": depth,
+            "heads": heads,
+            "ffn_dim": ffn_dim,
+            "grid_stem": grid_stem,
+            "absolute_positions": None if absolute_positions else False,
+        },
         segments=(segment_lengths, dilations),
         checkpoint_layers=checkpoint_layers,
     )
@@ -121,7 +137,7 @@ def _pretrain_inputs(
     crops: dict[str, int | None],
     objective: dict[str, Any],
     optim: dict[str, Any],
-    encoder: dict[str, int | None],
+    encoder: dict[str, int | bool | None],
     segments: tuple[str | None, str | None],
     checkpoint_layers: bool,
 ) -> tuple[PretrainConfig, SlideTokenCohort, set[str] | None]:
