@@ -86,11 +86,12 @@ def test_the_relative_encoder_is_pretrained_saved_and_probed_from_the_cli(tmp_pa
     encoder = load_slide_encoder(tmp_path / "run" / "slide_encoder.pt")
     assert encoder.cfg.grid_stem == 3 and not encoder.cfg.absolute_positions
     assert encoder.grid_stem is not None and encoder.grid_stem.conv.kernel_size == (3, 3)
-    res = runner.invoke(
-        app, ["slide-probe", "--encoder", str(tmp_path / "run" / "slide_encoder.pt"), "--features", str(syn.root),
-              "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe"), "--repeats", "2", "--probe", "logreg",
-              "--layers", "-1"],
-    )  # fmt: skip
+    with pytest.warns(UserWarning, match="8 of the 8 probed slides were in its pretraining cohort"):
+        res = runner.invoke(
+            app, ["slide-probe", "--encoder", str(tmp_path / "run" / "slide_encoder.pt"), "--features", str(syn.root),
+                  "--labels", str(syn.labels_csv), "--out", str(tmp_path / "probe"), "--repeats", "2",
+                  "--probe", "logreg", "--layers", "-1"],
+        )  # fmt: skip
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["slide-pretrain", "--features", str(syn.root), "--out", str(tmp_path / "x"),
                               "--grid-stem", "2", *TINY])  # fmt: skip
