@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from wsistream.cli.main import app
@@ -30,3 +31,9 @@ def test_quick_remote_bench_writes_every_row(tmp_path):
     https = rows["https Range server, 1 process (directory cache warm)"]
     assert abs(https["ratio"] - https["value"] / local["value"]) <= 0.01 * https["ratio"]
     assert 0 < https["requests_per_patch"] <= 1.5
+    # each server's own CPU per ranged GET, read from its processes over the warm stream: moto copies the
+    # whole 17 MB object per GET, the Range server reads the range (why the https rows exist)
+    moto = rows["server CPU per ranged GET (moto + proxy)"]
+    web = rows["server CPU per ranged GET (Range server + proxy)"]
+    assert moto["value"] > web["value"] > 0
+    assert moto["per_patch_ms"] == pytest.approx(moto["value"] * rows["requests per patch (pool open)"]["value"], 0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from torch_helpers import grid_pipeline, random_pipeline
 
@@ -51,6 +52,9 @@ def test_benchmark_throughput_one_and_two_workers(cohort):
         assert r["patches_per_s"] > 0 and r["startup_s"] > 0 and r["slides_failed"] == 0
         assert len(r["worker_rss_bytes"]) == w
         assert r["main_cpu_fraction"] > 0  # the consumer's own cost: receiving and unpacking the batches
+        # the whole box's busy cores over the same window: at least the workers' decoding, at most every core
+        assert r["box_cpus"] == os.cpu_count()
+        assert r["main_cpu_fraction"] < r["box_busy_cores"] <= r["box_cpus"] * 1.05
 
 
 def test_worker_rss_stays_flat_over_many_slides(cohort, tmp_path):

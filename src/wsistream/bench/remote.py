@@ -11,7 +11,9 @@ The raw ranged-request rate of the server + proxy is measured in the same run
 (rate × requests per patch / ceiling).  The same pool is also served over ``https://`` by a
 :class:`~wsistream.storage.loopback_process.RangeServerProcess` behind its own latency proxy: a server
 that costs ~0.3 ms of CPU per GET where moto costs ~8 ms, so those rows show the client's rate when
-serving is not the bottleneck of the shared 2-core box.
+serving is not the bottleneck of the shared 2-core box.  The servers' own CPU per ranged GET is read
+from their processes (:mod:`wsistream._procstat`), and each 2-worker row says how busy the whole box
+was and how many cores it would need to match local files, so a rate bound by the box says so.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsistream._procstat import process_cpu_s
 from wsistream.backends import TiffSlideBackend
 from wsistream.backends._jpeg_tiles import JpegTileReader
 from wsistream.bench.slides import pool_20x_slides
@@ -37,24 +40,36 @@ from wsistream.storage.loopback import LoopbackS3, s3_options
 from wsistream.storage.loopback_process import LatencyProxyProcess, RangeServerProcess
 
 
-def _stream(make: Callable[[], PatchPipeline], n: int, proxy: LatencyProxyProcess | None) -> dict[str, Any]:
-    """Rate, time to first patch, and the proxy's requests/bytes after the first patch."""
+def _servers_cpu_s(pids: tuple[int | None, ...]) -> float | None:
+    """CPU-seconds used so far by the server processes ``pids`` together (``None`` if one is unknown)."""
+    times = [None if pid is None else process_cpu_s(pid) for pid in pids]
+    return None if not times or None in times else sum(t for t in times if t is not None)
+
+
+def _stream(
+    make: Callable[[], PatchPipeline], n: int, proxy: LatencyProxyProcess | None, servers: tuple[int | None, ...] = ()
+) -> dict[str, Any]:
+    """Rate, time to first patch, then the proxy's requests/bytes and the ``servers``' CPU per request."""
     pipeline = make()
     t0 = time.perf_counter()
     stream = iter(pipeline)
     results = [next(stream)]
     first = time.perf_counter() - t0
     req0, bytes0 = (proxy.ranged_requests, proxy.bytes_sent) if proxy else (0, 0)
-    cpu0 = time.process_time()
+    cpu0, server0 = time.process_time(), _servers_cpu_s(servers)
     results += list(itertools.islice(stream, n - 1))
     elapsed = time.perf_counter() - t0
     cpu_per_patch = (time.process_time() - cpu0) / max(1, len(results) - 1)
+    server1 = _servers_cpu_s(servers)
     stream.close()
     out = {"rate": rate(len(results), elapsed), "first_s": first, "results": results, "cpu_ms": cpu_per_patch * 1e3}
     if proxy is not None:
         steady = max(1, len(results) - 1)
-        out["requests_per_patch"] = (proxy.ranged_requests - req0) / steady
+        requests = proxy.ranged_requests - req0
+        out["requests_per_patch"] = requests / steady
         out["bytes_per_patch"] = (proxy.bytes_sent - bytes0) / steady
+        if server0 is not None and server1 is not None:
+            out["server_cpu_ms_per_request"] = (server1 - server0) / max(1, requests) * 1e3
     return out
 
 
@@ -131,18 +146,37 @@ def _loader_rows(
     remotes: dict[str, tuple[Callable[[], Any], float, float]],
     quick: bool,
 ) -> None:
-    """2 DataLoader workers over local files and each remote ``row name -> (factory, requests/patch, ceiling)``."""
+    """2 DataLoader workers over local files and each remote ``row name -> (factory, requests/patch, ceiling)``.
+
+    Each row also says how busy the whole box was (``box_busy_cores`` of ``box_cpus``: workers, consumer,
+    servers, proxies and anything else running), the box's CPU per patch, and ``cores_for_local_rate``:
+    the cores the remote path would need, at that CPU per patch, to stream as fast as local files.
+    """
     from wsistream.torch import benchmark_throughput
 
-    def measure(factory: Callable[[], Any]) -> float:
+    def measure(factory: Callable[[], Any]) -> tuple[float, dict[str, Any]]:
         result = benchmark_throughput(factory, num_workers=2, n_batches=10 if quick else 25, batch_size=32)
-        return float(result["patches_per_s"])
+        value, busy = float(result["patches_per_s"]), result["box_busy_cores"]
+        if busy is None:
+            return value, {}
+        box = {"box_busy_cores": round(busy, 2), "box_cpus": result["box_cpus"]}
+        return value, {**box, "box_cpu_ms_per_patch": round(busy / max(value, 1e-9) * 1e3, 3)}
 
-    here = measure(local)
-    add("local files, 2 DataLoader workers", here, "patches/s")
+    here, box = measure(local)
+    add("local files, 2 DataLoader workers", here, "patches/s", **box)
     for name, (factory, per_patch, ceiling) in remotes.items():
-        value = measure(factory)
-        add(name, value, "patches/s", ratio=round(value / here, 3), of_ceiling=round(value * per_patch / ceiling, 3))
+        value, box = measure(factory)
+        if box:
+            box["cores_for_local_rate"] = round(here * box["box_cpu_ms_per_patch"] / 1e3, 2)
+        add(name, value, "patches/s", ratio=round(value / here, 3), of_ceiling=round(value * per_patch / ceiling, 3),
+            **box)  # fmt: skip
+
+
+def _server_cpu_row(add: Callable[..., None], servers: str, warm: dict[str, Any]) -> None:
+    """The ``servers``' CPU per ranged GET (and per patch) over the warm one-process stream, where known."""
+    if "server_cpu_ms_per_request" in warm:
+        ms = warm["server_cpu_ms_per_request"]
+        add(f"server CPU per ranged GET ({servers})", ms, "ms", per_patch_ms=round(ms * warm["requests_per_patch"], 3))
 
 
 def _https_rows(
@@ -152,6 +186,7 @@ def _https_rows(
     storage: StorageConfig,
     n: int,
     local_rate: float,
+    servers: tuple[int | None, ...],
 ) -> tuple[Callable[[], PatchPipeline], float, float]:
     """The pool over ``https://`` from a :class:`RangeServerProcess`: the client's rate where serving is cheap.
 
@@ -163,12 +198,13 @@ def _https_rows(
         web_proxy.endpoint_url, urlsplit(urls[0]).path, storage.filesystem(urls[0]).size(urls[0])
     )
     _stream(https, n, web_proxy)  # cold: fills the directory cache
-    warm = _stream(https, n, web_proxy)
+    warm = _stream(https, n, web_proxy, servers)
     per_patch = warm["requests_per_patch"]
     add("raw ranged-request ceiling (https Range server + proxy)", ceiling, "requests/s")
     add("https Range server, 1 process (directory cache warm)", warm["rate"], "patches/s",
         ratio=round(warm["rate"] / local_rate, 3), of_ceiling=round(warm["rate"] * per_patch / ceiling, 3),
         cpu_ms=round(warm["cpu_ms"], 3), requests_per_patch=round(per_patch, 3))  # fmt: skip
+    _server_cpu_row(add, "Range server + proxy", warm)
     return https, per_patch, ceiling
 
 
@@ -202,6 +238,7 @@ def _s3_rows(
     add("requests per patch (pool open)", per_patch, "requests")
     add("bytes per patch (pool open)", warm["bytes_per_patch"], "bytes", covered_jpeg_bytes=round(covered),
         ratio=round(warm["bytes_per_patch"] / covered, 3))  # fmt: skip
+    _server_cpu_row(add, "moto + proxy", warm)
 
 
 def run_remote_bench(
@@ -236,7 +273,7 @@ def run_remote_bench(
         _warm_up(storage, urls[0])
         cold = _stream(remote, n, proxy)  # empty directory cache: every open walks the IFDs
         here = _stream(local, n, None)
-        warm = _stream(remote, n, proxy)
+        warm = _stream(remote, n, proxy, (s3.pid, proxy.pid))
         fsspec_storage = dataclasses.replace(storage, s3_reads="fsspec")
         via_fsspec = functools.partial(
             build_pipeline, "phikon-v2", urls, cycle=False, backend=TiffSlideBackend(storage=fsspec_storage)
@@ -246,7 +283,7 @@ def run_remote_bench(
         _s3_rows(add, ceiling, here=here, warm=warm, old=old, cold=cold, covered=covered)
         per_patch = warm["requests_per_patch"]
         web_urls = [u.replace(web.endpoint_url, web_proxy.endpoint_url) for u in web.urls]
-        https = _https_rows(add, web_proxy, web_urls, storage, n, here["rate"])
+        https = _https_rows(add, web_proxy, web_urls, storage, n, here["rate"], (web.pid, web_proxy.pid))
         if loader:
             remotes: dict[str, tuple[Callable[[], Any], float, float]] = {
                 "S3, 2 DataLoader workers": (remote, per_patch, ceiling),

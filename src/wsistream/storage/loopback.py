@@ -74,6 +74,11 @@ class LoopbackS3:
             self._child.terminate()
             self._child.wait(timeout=10)
 
+    @property
+    def pid(self) -> int | None:
+        """The ``moto_server`` child's process id (``in_process=False``), else ``None``."""
+        return None if self._child is None else self._child.pid
+
     def client(self) -> Any:
         """A boto3 S3 client of this server (for uploads and overwrites in tests)."""
         import boto3

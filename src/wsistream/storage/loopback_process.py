@@ -47,6 +47,11 @@ class ChildServer:
             self._child.terminate()
             self._child.wait(timeout=10)
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (benchmarks read its CPU time), ``None`` before ``__enter__``."""
+        return None if self._child is None else self._child.pid
+
 
 class LatencyProxyProcess(ChildServer):
     """A :class:`FaultProxy` with latency only, in a child process (benchmarks).

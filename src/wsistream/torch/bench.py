@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+from wsistream._procstat import box_busy_cpu_s
 from wsistream.torch.dataset import PipelineSource, WsiStreamDataset
 from wsistream.torch.loader import make_loader
 from wsistream.torch.monitor import MonitoredLoader
@@ -48,7 +50,10 @@ def benchmark_throughput(
         ``failures``, ``worker_rss_bytes`` (per shard), ``max_worker_rss_bytes``,
         ``main_cpu_fraction`` (CPU seconds of this process, its threads included,
         per measured second: what collation, transfer and the loop cost the
-        consumer, which competes with the workers for cores), and the configuration.
+        consumer, which competes with the workers for cores), ``box_busy_cores``
+        (busy CPU-seconds of the whole machine per measured second, from ``/proc/stat``: near
+        ``box_cpus`` the rate was bound by the box's cores, whoever used them; ``None`` without
+        ``/proc``), ``box_cpus``, and the configuration.
     """
     if n_batches < 1 or warmup_batches < 0:
         raise ValueError(f"need n_batches >= 1 and warmup_batches >= 0, got {n_batches} and {warmup_batches}")
@@ -58,6 +63,7 @@ def benchmark_throughput(
     monitor = MonitoredLoader(loader, log_every_s=None)
     start = time.perf_counter()
     cpu_from = time.process_time()
+    box_from = box_busy_cpu_s()
     startup_s = None
     measured_from = None
     base: dict[str, Any] = {}
@@ -68,10 +74,12 @@ def benchmark_throughput(
             base = monitor.stats()
             measured_from = time.perf_counter()
             cpu_from = time.process_time()
+            box_from = box_busy_cpu_s()
         if seen >= warmup_batches + n_batches:
             break
     end = time.perf_counter()
     cpu_s = time.process_time() - cpu_from
+    box_to = box_busy_cpu_s()
     final = monitor.stats()
     if measured_from is None:  # warm-up 0, or the stream ended during it
         measured_from, base = start, {"patches": 0, "batches": 0, "wait_s": 0.0}
@@ -94,4 +102,6 @@ def benchmark_throughput(
         "worker_rss_bytes": final["worker_rss_bytes"],
         "max_worker_rss_bytes": final["max_worker_rss_bytes"],
         "main_cpu_fraction": cpu_s / seconds,
+        "box_busy_cores": None if box_from is None or box_to is None else (box_to - box_from) / seconds,
+        "box_cpus": os.cpu_count(),
     }
