@@ -60,12 +60,11 @@ def _stream(
     results += list(itertools.islice(stream, n - 1))
     elapsed = time.perf_counter() - t0
     cpu_per_patch = (time.process_time() - cpu0) / max(1, len(results) - 1)
-    server1 = _servers_cpu_s(servers)
     stream.close()
     out = {"rate": rate(len(results), elapsed), "first_s": first, "results": results, "cpu_ms": cpu_per_patch * 1e3}
     if proxy is not None:
         steady = max(1, len(results) - 1)
-        requests = proxy.ranged_requests - req0
+        requests, server1 = proxy.ranged_requests - req0, _servers_cpu_s(servers)  # read together: one window
         out["requests_per_patch"] = requests / steady
         out["bytes_per_patch"] = (proxy.bytes_sent - bytes0) / steady
         if server0 is not None and server1 is not None:
